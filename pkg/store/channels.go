@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/secret"
+)
+
+// Channel is one upstream: a provider, where it is, its key and the models it serves.
+type Channel struct {
+	ID             string            `json:"id"`
+	Name           string            `json:"name"`
+	Provider       string            `json:"provider"`
+	BaseURL        string            `json:"base_url"`
+	APIKey         secret.Secret     `json:"-"`
+	APIKeyHint     string            `json:"api_key"`
+	Models         []string          `json:"models"`
+	ModelMap       map[string]string `json:"model_map"`
+	Priority       int               `json:"priority"`
+	Weight         int               `json:"weight"`
+	Enabled        bool              `json:"enabled"`
+	DisabledReason string            `json:"disabled_reason,omitempty"`
+	CreatedAt      time.Time         `json:"-"`
+	UpdatedAt      time.Time         `json:"-"`
+}
+
+// ChannelParams are a channel's settable fields. A nil APIKey on update keeps the old key.
+type ChannelParams struct {
+	Name     string
+	Provider string
+	BaseURL  string
+	APIKey   *secret.Secret
+	Models   []string
+	ModelMap map[string]string
+	Priority int
+	Weight   int
+	Enabled  bool
+}
+
+const channelColumns = `id, name, provider, base_url, api_key, api_key_hint, models, model_map, priority,
+	weight, enabled, disabled_reason, created_at, updated_at`
+
+// CreateChannel stores a new channel; its upstream key is sealed.
+func (s *Store) CreateChannel(ctx context.Context, p ChannelParams) (Channel, error) {
+	var sealed []byte
+	hint := ""
+	if p.APIKey != nil && *p.APIKey != "" {
+		sealed, hint = s.sealer.Seal(p.APIKey.Reveal()), p.APIKey.Hint()
+	}
+	return s.oneChannel(ctx, `INSERT INTO channels
+		(id, name, provider, base_url, api_key, api_key_hint, models, model_map, priority, weight, enabled)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+channelColumns,
+		ids.New("ch"), p.Name, p.Provider, p.BaseURL, sealed, hint, nonNil(p.Models), nonNilMap(p.ModelMap),
+		p.Priority, max(p.Weight, 1), p.Enabled)
+}
+
+// UpdateChannel replaces a channel's fields. Enabling a channel clears its disabled reason.
+// It returns ErrNotFound if there is no such channel.
+func (s *Store) UpdateChannel(ctx context.Context, id string, p ChannelParams) (Channel, error) {
+	var sealed []byte
+	hint := ""
+	if p.APIKey != nil {
+		sealed, hint = s.sealer.Seal(p.APIKey.Reveal()), p.APIKey.Hint()
+	}
+	return s.oneChannel(ctx, `UPDATE channels SET name = $2, provider = $3, base_url = $4,
+		api_key = CASE WHEN $5::bool THEN $6 ELSE api_key END,
+		api_key_hint = CASE WHEN $5::bool THEN $7 ELSE api_key_hint END,
+		models = $8, model_map = $9, priority = $10, weight = $11, enabled = $12,
+		disabled_reason = CASE WHEN $12 THEN '' ELSE disabled_reason END, updated_at = now()
+		WHERE id = $1 RETURNING `+channelColumns,
+		id, p.Name, p.Provider, p.BaseURL, p.APIKey != nil, sealed, hint, nonNil(p.Models), nonNilMap(p.ModelMap),
+		p.Priority, max(p.Weight, 1), p.Enabled)
+}
+
+// DisableChannel turns a channel off and records why (for example, the upstream rejected its key).
+func (s *Store) DisableChannel(ctx context.Context, id, reason string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE channels SET enabled = false, disabled_reason = $2, updated_at = now()
+		WHERE id = $1`, id, reason)
+	if err != nil {
+		return fmt.Errorf("disable channel %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteChannel removes a channel. It returns ErrNotFound if there is no such channel.
+func (s *Store) DeleteChannel(ctx context.Context, id string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM channels WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete channel %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Channel returns one channel, or ErrNotFound.
+func (s *Store) Channel(ctx context.Context, id string) (Channel, error) {
+	return s.oneChannel(ctx, `SELECT `+channelColumns+` FROM channels WHERE id = $1`, id)
+}
+
+// Channels returns every channel, enabled or not, with upstream keys decrypted.
+func (s *Store) Channels(ctx context.Context) ([]Channel, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+channelColumns+` FROM channels ORDER BY priority DESC, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list channels: %w", err)
+	}
+	return s.collectChannels(rows)
+}
+
+func (s *Store) oneChannel(ctx context.Context, sql string, args ...any) (Channel, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return Channel{}, fmt.Errorf("query channel: %w", err)
+	}
+	chs, err := s.collectChannels(rows)
+	if err != nil {
+		return Channel{}, err
+	}
+	if len(chs) == 0 {
+		return Channel{}, ErrNotFound
+	}
+	return chs[0], nil
+}
+
+func (s *Store) collectChannels(rows pgx.Rows) ([]Channel, error) {
+	var out []Channel
+	for rows.Next() {
+		var c Channel
+		var sealed []byte
+		if err := rows.Scan(&c.ID, &c.Name, &c.Provider, &c.BaseURL, &sealed, &c.APIKeyHint, &c.Models,
+			&c.ModelMap, &c.Priority, &c.Weight, &c.Enabled, &c.DisabledReason, &c.CreatedAt, &c.UpdatedAt); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan channel: %w", err)
+		}
+		if len(sealed) > 0 {
+			key, err := s.sealer.Open(sealed)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("channel %s: %w", c.ID, err)
+			}
+			c.APIKey = secret.Secret(key)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list channels: %w", err)
+	}
+	return out, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

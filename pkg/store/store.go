@@ -1,0 +1,60 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound means the row does not exist (or belongs to another key).
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict means a unique value (an idempotency key) is already taken.
+	ErrConflict = errors.New("store: conflict")
+)
+
+// Store is the Postgres store. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	sealer *Sealer
+}
+
+// New returns a Store on pool. sealer encrypts upstream keys and webhook secrets.
+func New(pool *pgxpool.Pool, sealer *Sealer) *Store {
+	return &Store{pool: pool, sealer: sealer}
+}
+
+// Ping checks that Postgres answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.pool.Ping(ctx)
+}
+
+// NewPool opens a pgx pool on url with at most maxConns connections, and pings it.
+func NewPool(ctx context.Context, url string, maxConns int32, appName string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping postgres: %w", err)
+	}
+	return pool, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}

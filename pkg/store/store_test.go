@@ -1,0 +1,197 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func newKey(t *testing.T, st *store.Store, p store.KeyParams) (store.Key, store.NewKeySecrets) {
+	t.Helper()
+	k, sec, err := st.CreateKey(context.Background(), p)
+	if err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	return k, sec
+}
+
+func TestKeys(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, sec := newKey(t, db.Store, store.KeyParams{Name: "ci", BudgetUSD: ptr(10.0), Models: []string{"gpt-4o-mini"}})
+
+	got, err := db.Store.KeyBySecret(ctx, sec.Key.Reveal())
+	if err != nil {
+		t.Fatalf("KeyBySecret: %v", err)
+	}
+	if got.ID != k.ID || got.Name != "ci" || *got.BudgetUSD != 10 || !got.AllowsModel("gpt-4o-mini") || got.AllowsModel("o3") {
+		t.Errorf("KeyBySecret = %+v, want the created key", got)
+	}
+	if _, err := db.Store.KeyBySecret(ctx, "sk-sl-unknown"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown key: err = %v, want ErrNotFound", err)
+	}
+	ws, err := db.Store.WebhookSecret(ctx, k.ID)
+	if err != nil || ws != sec.WebhookSecret {
+		t.Errorf("WebhookSecret = %v, %v; want the secret returned at creation", ws == sec.WebhookSecret, err)
+	}
+	revoked, err := db.Store.RevokeKey(ctx, k.ID)
+	if err != nil || revoked.Usable(time.Now()) {
+		t.Errorf("RevokeKey: usable=%v err=%v, want revoked", revoked.Usable(time.Now()), err)
+	}
+
+	// Only the hash is stored: the secret appears nowhere in the row.
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE position($1 in api_keys::text) > 0
+		OR position($2 in api_keys::text) > 0`, sec.Key.Reveal(), sec.WebhookSecret.Reveal()).Scan(&n); err != nil || n != 0 {
+		t.Errorf("rows holding a plaintext secret = %d (err %v), want 0", n, err)
+	}
+}
+
+func startJob(t *testing.T, st *store.Store, keyID, model string) store.Job {
+	t.Helper()
+	now := time.Now()
+	j, started, err := st.StartJob(context.Background(), store.NewJob{
+		ID: ids.New("job"), KeyID: keyID, Endpoint: "/v1/chat/completions", Model: model,
+		Request: json.RawMessage(`{"model":"` + model + `"}`), CreatedAt: now, Deadline: now.Add(time.Minute),
+	})
+	if err != nil || !started {
+		t.Fatalf("StartJob: started=%v err=%v", started, err)
+	}
+	return j
+}
+
+func TestFinishJobChargesOnce(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	if err := db.Store.SetPrice(ctx, store.Price{Model: "m", InputPerMTok: 2.5, OutputPerMTok: 10}); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	j := startJob(t, db.Store, k.ID, "m")
+	if j.Status != store.StatusRunning || j.Attempts != 1 {
+		t.Fatalf("started job = %s attempts %d, want running 1", j.Status, j.Attempts)
+	}
+	out := store.Outcome{JobID: j.ID, Status: store.StatusSucceeded, StatusCode: 200,
+		Response: json.RawMessage(`{"ok":true}`), Usage: &store.Usage{PromptTokens: 1000, CompletionTokens: 500}, Charge: true}
+
+	// Sixteen racing deliveries of the same outcome: exactly one applies.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	applied := 0
+	for range 16 {
+		wg.Go(func() {
+			cost, ok, err := db.Store.FinishJob(ctx, out)
+			if err != nil {
+				t.Errorf("FinishJob: %v", err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				applied++
+				mu.Unlock()
+				if want := (1000*2.5 + 500*10) / 1e6; cost != want {
+					t.Errorf("cost = %v, want %v", cost, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if applied != 1 {
+		t.Fatalf("FinishJob applied %d times, want 1", applied)
+	}
+	key, err := db.Store.KeyByID(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key.SpentUSD != 0.0075 {
+		t.Errorf("spent = %v, want 0.0075", key.SpentUSD)
+	}
+	var rows int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE job_id = $1`, j.ID).Scan(&rows); err != nil || rows != 1 {
+		t.Errorf("ledger rows = %d (err %v), want 1", rows, err)
+	}
+
+	// A redelivery that starts the finished job again is told it has finished.
+	again, started, err := db.Store.StartJob(ctx, store.NewJob{ID: j.ID, KeyID: k.ID, Endpoint: j.Endpoint, Model: "m",
+		CreatedAt: j.CreatedAt, Deadline: j.Deadline})
+	if err != nil || started || again.Status != store.StatusSucceeded || string(again.Response) != `{"ok": true}` {
+		t.Errorf("StartJob after finish = (%s, %s, started %v, %v), want the succeeded job, not started",
+			again.Status, again.Response, started, err)
+	}
+}
+
+func TestFinishJobWithoutChargeLeavesSpend(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	j := startJob(t, db.Store, k.ID, "unpriced")
+	_, ok, err := db.Store.FinishJob(ctx, store.Outcome{JobID: j.ID, Status: store.StatusFailed, StatusCode: 400,
+		Error: json.RawMessage(`{"message":"bad","type":"invalid_request_error"}`)})
+	if err != nil || !ok {
+		t.Fatalf("FinishJob: ok=%v err=%v", ok, err)
+	}
+	got, err := db.Store.Job(ctx, k.ID, j.ID)
+	if err != nil || got.Status != store.StatusFailed || got.CostUSD != nil || *got.StatusCode != 400 {
+		t.Errorf("job = %+v (err %v), want failed 400 with no cost", got, err)
+	}
+	if _, err := db.Store.Job(ctx, "key_other", j.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Job for another key: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestChannelKeySealed(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	upstreamKey := "sk-upstream-" + ids.Random(20)
+	sk := secretOf(upstreamKey)
+	ch, err := db.Store.CreateChannel(ctx, store.ChannelParams{Name: "oa", Provider: "openai",
+		BaseURL: "https://api.openai.com/v1", APIKey: &sk, Models: []string{"gpt-4o-mini"}, Weight: 1, Enabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.APIKeyHint == upstreamKey || ch.APIKey.Reveal() != upstreamKey {
+		t.Errorf("channel hint %q, want masked; key round trip ok=%v", ch.APIKeyHint, ch.APIKey.Reveal() == upstreamKey)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM channels WHERE position($1 in channels::text) > 0
+		OR position($1::bytea in api_key) > 0`, upstreamKey).Scan(&n); err != nil || n != 0 {
+		t.Errorf("rows holding the plaintext upstream key = %d (err %v), want 0", n, err)
+	}
+}
+
+func TestExpireOverdue(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	past := time.Now().Add(-time.Hour)
+	_, _, err := db.Store.CreateQueuedJob(ctx, store.NewJob{ID: ids.New("job"), KeyID: k.ID, Endpoint: "/v1/chat/completions",
+		Model: "m", Request: json.RawMessage(`{}`), CreatedAt: past, Deadline: past.Add(time.Minute)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := startJob(t, db.Store, k.ID, "m")
+	expired, err := db.Store.ExpireOverdue(ctx, time.Minute)
+	if err != nil || len(expired) != 1 || expired[0] == live.ID {
+		t.Fatalf("ExpireOverdue = %v, %v; want the one overdue job", expired, err)
+	}
+}
