@@ -48,6 +48,7 @@ CREATE TABLE jobs (
     async             boolean NOT NULL DEFAULT false,
     status            text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'canceled')),
     attempts          integer NOT NULL DEFAULT 0,
+    cancel_requested  boolean NOT NULL DEFAULT false,
     request           jsonb,
     metadata          jsonb,
     webhook_url       text,

@@ -28,6 +28,7 @@ type Job struct {
 	Async            bool              `db:"async"`
 	Status           string            `db:"status"`
 	Attempts         int               `db:"attempts"`
+	CancelRequested  bool              `db:"cancel_requested"`
 	Metadata         map[string]string `db:"metadata"`
 	WebhookURL       *string           `db:"webhook_url"`
 	StatusCode       *int              `db:"status_code"`
@@ -45,7 +46,7 @@ type Job struct {
 // Terminal reports whether the job has ended.
 func (j *Job) Terminal() bool { return j.FinishedAt != nil }
 
-const jobColumns = `id, key_id, endpoint, model, async, status, attempts, metadata, webhook_url, status_code,
+const jobColumns = `id, key_id, endpoint, model, async, status, attempts, cancel_requested, metadata, webhook_url, status_code,
 	response, error, prompt_tokens, completion_tokens, cost_usd::float8, created_at, started_at, finished_at, deadline`
 
 // NewJob describes a job about to run or be queued.
@@ -125,7 +126,7 @@ func (s *Store) StartJob(ctx context.Context, j NewJob) (job Job, started bool, 
 		RETURNING `+jobColumns,
 		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, j.Request, j.Metadata, nilIfEmpty(j.WebhookURL), j.CreatedAt, j.Deadline)
 	if err != nil {
-		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, err)
+		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
 	}
 	job, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Job])
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -133,7 +134,7 @@ func (s *Store) StartJob(ctx context.Context, j NewJob) (job Job, started bool, 
 		return job, false, err
 	}
 	if err != nil {
-		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, err)
+		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
 	}
 	return job, true, nil
 }
@@ -191,7 +192,7 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (costUSD float64, appl
 		o.JobID, o.Status, o.StatusCode, nilIfEmptyJSON(o.Response), nilIfEmptyJSON(o.Error), pt, ct, o.ChannelID,
 		charge, estimated).Scan(&n, &costUSD)
 	if err != nil {
-		return 0, false, fmt.Errorf("finish job %s: %w", o.JobID, err)
+		return 0, false, fmt.Errorf("finish job %s: %w", o.JobID, classify(err))
 	}
 	return costUSD, n == 1, nil
 }
@@ -254,4 +255,70 @@ func nilIfEmptyJSON(b json.RawMessage) any {
 		return nil
 	}
 	return string(b) // text → jsonb; a []byte would be sent as bytea
+}
+
+// ListJobs returns up to limit of a key's jobs, newest first, optionally only those with
+// status, starting after the job id after (the cursor). hasMore says whether more follow.
+func (s *Store) ListJobs(ctx context.Context, keyID, status, after string, limit int) (jobs []Job, hasMore bool, err error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs
+		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
+		ORDER BY id DESC LIMIT $4`, keyID, status, after, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("list jobs: %w", err)
+	}
+	jobs, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Job])
+	if err != nil {
+		return nil, false, fmt.Errorf("list jobs: %w", err)
+	}
+	if len(jobs) > limit {
+		return jobs[:limit], true, nil
+	}
+	return jobs, false, nil
+}
+
+// canceledError is the error object of a canceled job.
+const canceledError = `{"message":"the job was canceled","type":"canceled","code":"job_canceled"}`
+
+// CancelJob cancels a key's job. A queued job ends canceled at once (it will never run); a
+// running job is flagged, and the returned job still reads running until its worker aborts
+// it; a finished job is returned unchanged. It returns ErrNotFound if the key has no such job.
+func (s *Store) CancelJob(ctx context.Context, keyID, id string) (Job, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE jobs SET
+			status = CASE WHEN status = 'queued' THEN 'canceled' ELSE status END,
+			finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+			status_code = CASE WHEN status = 'queued' THEN 499 ELSE status_code END,
+			error = CASE WHEN status = 'queued' THEN $3::jsonb ELSE error END,
+			cancel_requested = cancel_requested OR finished_at IS NULL
+		WHERE id = $1 AND key_id = $2 RETURNING `+jobColumns, id, keyID, canceledError)
+	if err != nil {
+		return Job{}, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	return collectJob(rows, id)
+}
+
+// AbandonJob records that a sync caller left before its job ended: if the job has not
+// started it is stored as canceled, so no worker will run it; if it is running it is
+// flagged for cancellation.
+func (s *Store) AbandonJob(ctx context.Context, j NewJob) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, async, status, request, created_at,
+			deadline, finished_at, status_code, error, cancel_requested)
+		VALUES ($1, $2, $3, $4, false, 'canceled', $5, $6, $7, now(), 499,
+			'{"message":"the client closed the request","type":"canceled","code":"client_closed_request"}', true)
+		ON CONFLICT (id) DO UPDATE SET cancel_requested = true WHERE jobs.finished_at IS NULL`,
+		j.ID, j.KeyID, j.Endpoint, j.Model, j.Request, j.CreatedAt, j.Deadline)
+	if err != nil {
+		return fmt.Errorf("abandon job %s: %w", j.ID, classify(err))
+	}
+	return nil
+}
+
+// DeleteFinishedBefore removes jobs that ended before t (the retention period), in batches,
+// and returns how many it removed. Ledger rows are kept: they are the bill.
+func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, batch int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM jobs WHERE id IN (
+		SELECT id FROM jobs WHERE finished_at < $1 LIMIT $2)`, t, batch)
+	if err != nil {
+		return 0, fmt.Errorf("delete old jobs: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }

@@ -15,6 +15,9 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict means a unique value (an idempotency key) is already taken.
 	ErrConflict = errors.New("store: conflict")
+	// ErrPermanent means Postgres rejected the data itself (an integrity or data error):
+	// retrying the same write cannot succeed.
+	ErrPermanent = errors.New("store: rejected")
 )
 
 // Store is the Postgres store. It is safe for concurrent use.
@@ -54,7 +57,12 @@ func NewPool(ctx context.Context, url string, maxConns int32, appName string) (*
 	return pool, nil
 }
 
-func isUniqueViolation(err error) bool {
+// classify marks integrity and data errors (SQLSTATE classes 22 and 23) as ErrPermanent so
+// callers know not to retry them; other errors (connection loss, timeouts) pass unchanged.
+func classify(err error) error {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+	if errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23") {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	return err
 }

@@ -1,0 +1,310 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// submission is the body of POST /v1/jobs.
+type submission struct {
+	Endpoint string            `json:"endpoint"`
+	Body     json.RawMessage   `json:"body"`
+	Metadata map[string]string `json:"metadata"`
+	Webhook  *struct {
+		URL string `json:"url"`
+	} `json:"webhook"`
+	TimeoutS *int `json:"timeout_s"`
+	model    string
+}
+
+var asyncEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true,
+	jobs.EndpointEmbeddings: true, jobs.EndpointMessages: true}
+
+// submitJob serves POST /v1/jobs.
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	key, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	raw, err := s.readBody(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var sub submission
+	if err := json.Unmarshal(raw, &sub); err != nil {
+		s.writeError(w, r, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(err)))
+		return
+	}
+	if !asyncEndpoints[sub.Endpoint] {
+		s.writeError(w, r, badRequest("endpoint", fmt.Sprintf("'endpoint' must be one of %s, %s, %s, %s.",
+			jobs.EndpointChat, jobs.EndpointCompletions, jobs.EndpointEmbeddings, jobs.EndpointMessages)))
+		return
+	}
+	p, err := parseRequest(sub.Endpoint, sub.Body, false)
+	if err != nil {
+		if e, ok := errors.AsType[*jobs.APIError](err); ok && e.Param != "" {
+			e.Param = "body." + e.Param
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	sub.Body, sub.model = p.body, p.model
+	if err := s.admit(&key, p.model); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.submit(w, r, &key, sub)
+}
+
+// submit stores an async job as queued, publishes it, and answers 202 with the job object
+// (200 with the earlier job for a repeated Idempotency-Key).
+func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, sub submission) {
+	if len(sub.Metadata) > 16 {
+		s.writeError(w, r, badRequest("metadata", "'metadata' may hold at most 16 pairs."))
+		return
+	}
+	for k, v := range sub.Metadata {
+		if len(k) > 64 || len(v) > 512 {
+			s.writeError(w, r, badRequest("metadata", "Metadata keys are at most 64 characters and values at most 512."))
+			return
+		}
+	}
+	timeout := s.cfg.JobTimeout
+	if sub.TimeoutS != nil {
+		if *sub.TimeoutS < 1 || time.Duration(*sub.TimeoutS)*time.Second > s.cfg.JobTimeout {
+			s.writeError(w, r, badRequest("timeout_s", fmt.Sprintf("'timeout_s' must be between 1 and %d.",
+				int(s.cfg.JobTimeout.Seconds()))))
+			return
+		}
+		timeout = time.Duration(*sub.TimeoutS) * time.Second
+	}
+	webhook := ""
+	if sub.Webhook != nil {
+		webhook = sub.Webhook.URL
+		if err := jobs.CheckWebhookURL(r.Context(), webhook, s.cfg.WebhookAllowPrivate); err != nil {
+			s.writeError(w, r, badRequest("webhook.url", err.Error()))
+			return
+		}
+	}
+	idem := r.Header.Get("Idempotency-Key")
+	if len(idem) > 255 {
+		s.writeError(w, r, badRequest("Idempotency-Key", "The Idempotency-Key header is at most 255 characters."))
+		return
+	}
+	now := time.Now()
+	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: sub.Endpoint, Model: sub.model, Body: sub.Body,
+		Async: true, CreatedAt: now, Deadline: now.Add(timeout)}
+	row, created, err := s.store.CreateQueuedJob(r.Context(), store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint,
+		Model: job.Model, Async: true, Request: job.Body, Metadata: sub.Metadata, WebhookURL: webhook,
+		CreatedAt: now, Deadline: job.Deadline}, idem)
+	if err != nil {
+		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		return
+	}
+	w.Header().Set("Sluice-Job-Id", row.ID)
+	if !created {
+		writeJSON(w, http.StatusOK, jobObject(&row))
+		return
+	}
+	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+		// Not accepted: end the row now so it never reads queued forever.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		defer cancel()
+		e := publishError(err).(*jobs.APIError)
+		b, _ := json.Marshal(e)
+		if _, _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
+			StatusCode: e.Status, Error: b}); ferr != nil {
+			s.log.WarnContext(r.Context(), "mark unpublished job failed", "job_id", job.ID, "err", ferr)
+		}
+		s.writeError(w, r, e)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, jobObject(&row))
+}
+
+// getJob serves GET /v1/jobs/{id}[?wait=30s].
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	key, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	var wait time.Duration
+	if v := r.URL.Query().Get("wait"); v != "" {
+		wait, err = parseWait(v)
+		if err != nil {
+			s.writeError(w, r, badRequest("wait", "'wait' must be a duration of at most 60s, like 30s."))
+			return
+		}
+	}
+	var woke <-chan struct{}
+	if wait > 0 {
+		ch, stop := s.done.Wait(id) // before the read, so an end in between is not missed
+		defer stop()
+		woke = ch
+	}
+	row, err := s.store.Job(r.Context(), key.ID, id)
+	if err != nil {
+		s.writeJobError(w, r, id, err)
+		return
+	}
+	if wait > 0 && !row.Terminal() {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-woke:
+			if row, err = s.store.Job(r.Context(), key.ID, id); err != nil {
+				s.writeJobError(w, r, id, err)
+				return
+			}
+		case <-t.C:
+			if row, err = s.store.Job(r.Context(), key.ID, id); err != nil {
+				s.writeJobError(w, r, id, err)
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+	w.Header().Set("Sluice-Job-Id", row.ID)
+	writeJSON(w, http.StatusOK, jobObject(&row))
+}
+
+func parseWait(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return 0, err
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 || d > 60*time.Second {
+		return 0, errors.New("out of range")
+	}
+	return d, nil
+}
+
+func (s *Server) writeJobError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	if errors.Is(err, store.ErrNotFound) {
+		s.writeError(w, r, apiError(http.StatusNotFound, "not_found_error", "job_not_found",
+			fmt.Sprintf("No job with id %q.", id)))
+		return
+	}
+	s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+}
+
+// listJobs serves GET /v1/jobs?status=&limit=&after=.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	key, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	status := q.Get("status")
+	switch status {
+	case "", store.StatusQueued, store.StatusRunning, store.StatusSucceeded, store.StatusFailed, store.StatusCanceled:
+	default:
+		s.writeError(w, r, badRequest("status", "'status' must be queued, running, succeeded, failed or canceled."))
+		return
+	}
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 100 {
+			s.writeError(w, r, badRequest("limit", "'limit' must be between 1 and 100."))
+			return
+		}
+	}
+	after := q.Get("after")
+	if after != "" && !strings.HasPrefix(after, "job_") {
+		s.writeError(w, r, badRequest("after", "'after' must be a job id."))
+		return
+	}
+	rows, more, err := s.store.ListJobs(r.Context(), key.ID, status, after, limit)
+	if err != nil {
+		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		return
+	}
+	list := map[string]any{"object": "list", "data": []any{}, "first_id": nil, "last_id": nil, "has_more": more}
+	data := make([]any, 0, len(rows))
+	for i := range rows {
+		data = append(data, jobObject(&rows[i]))
+	}
+	list["data"] = data
+	if len(rows) > 0 {
+		list["first_id"], list["last_id"] = rows[0].ID, rows[len(rows)-1].ID
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// cancelJob serves POST /v1/jobs/{id}/cancel.
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	key, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	row, err := s.store.CancelJob(r.Context(), key.ID, id)
+	if err != nil {
+		s.writeJobError(w, r, id, err)
+		return
+	}
+	if !row.Terminal() {
+		_ = jobs.CancelJob(s.nc, id, jobs.CancelUser) // the worker aborts the upstream call and records it
+	}
+	w.Header().Set("Sluice-Job-Id", row.ID)
+	writeJSON(w, http.StatusOK, jobObject(&row))
+}
+
+// jobObject renders a job as API.md's job object.
+func jobObject(j *store.Job) map[string]any {
+	unix := func(t *time.Time) any {
+		if t == nil {
+			return nil
+		}
+		return t.Unix()
+	}
+	o := map[string]any{
+		"id": j.ID, "object": "job", "status": j.Status, "endpoint": j.Endpoint, "model": j.Model,
+		"created_at": j.CreatedAt.Unix(), "started_at": unix(j.StartedAt), "finished_at": unix(j.FinishedAt),
+		"attempts": j.Attempts, "metadata": j.Metadata, "usage": nil, "cost_usd": j.CostUSD, "response": nil, "error": nil,
+	}
+	if j.Metadata == nil {
+		o["metadata"] = map[string]string{}
+	}
+	if j.PromptTokens != nil && j.CompletionTokens != nil {
+		o["usage"] = map[string]int64{"prompt_tokens": *j.PromptTokens, "completion_tokens": *j.CompletionTokens,
+			"total_tokens": *j.PromptTokens + *j.CompletionTokens}
+	}
+	code := 0
+	if j.StatusCode != nil {
+		code = *j.StatusCode
+	}
+	if j.Status == store.StatusSucceeded {
+		o["response"] = map[string]any{"status_code": code, "body": j.Response}
+	}
+	if len(j.Error) > 0 {
+		var e map[string]any
+		if json.Unmarshal(j.Error, &e) == nil {
+			delete(e, "retry_after")
+			e["status_code"] = code
+			o["error"] = e
+		}
+	}
+	return o
+}

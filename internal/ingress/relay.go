@@ -1,0 +1,401 @@
+package ingress
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// request is what the ingress reads of a body to validate and route it; the body itself is
+// forwarded untouched.
+type request struct {
+	Model         json.RawMessage `json:"model"`
+	Messages      json.RawMessage `json:"messages"`
+	Prompt        json.RawMessage `json:"prompt"`
+	Input         json.RawMessage `json:"input"`
+	MaxTokens     json.RawMessage `json:"max_tokens"`
+	Stream        json.RawMessage `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+// parsed is a validated request.
+type parsed struct {
+	model     string
+	stream    bool
+	wantUsage bool
+	body      json.RawMessage
+}
+
+// readBody reads at most MaxBodyBytes of a JSON body: 413 beyond, 415 for another content type.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, apiError(http.StatusUnsupportedMediaType, "invalid_request_error", "unsupported_media_type",
+				"The body must be JSON (Content-Type: application/json).")
+		}
+	}
+	if r.ContentLength > s.maxBody {
+		return nil, tooLarge(s.maxBody)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge(s.maxBody)
+		}
+		return nil, badRequest("", "Could not read the request body.")
+	}
+	return b, nil
+}
+
+func tooLarge(limit int64) error {
+	return apiError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+		fmt.Sprintf("The request body is larger than the limit of %d bytes.", limit))
+}
+
+// parseRequest validates a body for endpoint.
+func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return nil, badRequest("", "The body must be a JSON object.")
+	}
+	var req request
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(err))
+	}
+	p := &parsed{body: body}
+	if err := json.Unmarshal(req.Model, &p.model); err != nil || strings.TrimSpace(p.model) == "" {
+		return nil, badRequest("model", "'model' is required and must be a non-empty string.")
+	}
+	if len(req.Stream) > 0 && string(req.Stream) != "null" {
+		if err := json.Unmarshal(req.Stream, &p.stream); err != nil {
+			return nil, badRequest("stream", "'stream' must be a boolean.")
+		}
+	}
+	if p.stream && !allowStream {
+		return nil, badRequest("stream", "'stream' must be absent or false here.")
+	}
+	p.wantUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	switch endpoint {
+	case jobs.EndpointChat, jobs.EndpointMessages:
+		var msgs []json.RawMessage
+		if err := json.Unmarshal(req.Messages, &msgs); err != nil || len(msgs) == 0 {
+			return nil, badRequest("messages", "'messages' is required and must be a non-empty array.")
+		}
+		for i, m := range msgs {
+			if len(m) == 0 || m[0] != '{' {
+				return nil, badRequest(fmt.Sprintf("messages[%d]", i), "Each message must be an object.")
+			}
+		}
+		if endpoint == jobs.EndpointMessages {
+			var n int
+			if err := json.Unmarshal(req.MaxTokens, &n); err != nil || n < 1 {
+				return nil, badRequest("max_tokens", "'max_tokens' is required and must be a positive integer.")
+			}
+		}
+	case jobs.EndpointCompletions:
+		if len(req.Prompt) == 0 || string(req.Prompt) == "null" {
+			return nil, badRequest("prompt", "'prompt' is required.")
+		}
+	case jobs.EndpointEmbeddings:
+		if p.stream {
+			return nil, badRequest("stream", "Embeddings cannot be streamed.")
+		}
+		if len(req.Input) == 0 || string(req.Input) == "null" {
+			return nil, badRequest("input", "'input' is required.")
+		}
+	default:
+		return nil, badRequest("endpoint", fmt.Sprintf("Unknown endpoint %q.", endpoint))
+	}
+	return p, nil
+}
+
+// jsonProblem describes a JSON error without echoing the input.
+func jsonProblem(err error) string {
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Sprintf("syntax error at byte %d.", se.Offset)
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return fmt.Sprintf("'%s' has the wrong type.", te.Field)
+	}
+	return "invalid JSON."
+}
+
+// admit checks the key may use the model: 403 if not allowed, 404 if nobody serves it, 429
+// once the budget is spent.
+func (s *Server) admit(k *store.Key, model string) error {
+	if !k.AllowsModel(model) {
+		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
+	}
+	if !s.router.Has(model) {
+		return &jobs.APIError{Status: http.StatusNotFound, Type: "not_found_error", Code: "model_not_found",
+			Param: "model", Message: fmt.Sprintf("The model %q does not exist or you do not have access to it.", model)}
+	}
+	if k.OverBudget() {
+		return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
+			"You exceeded your current quota: this API key's budget is spent.")
+	}
+	return nil
+}
+
+// relay serves a sync-style route: publish the job, wait for its answer, stream or whole.
+func (s *Server) relay(endpoint string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key, err := s.authenticate(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		body, err := s.readBody(w, r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		async := preferAsync(r)
+		p, err := parseRequest(endpoint, body, !async)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if err := s.admit(&key, p.model); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if async {
+			s.submit(w, r, &key, submission{Endpoint: endpoint, Body: p.body, model: p.model})
+			return
+		}
+		s.runSync(w, r, &key, endpoint, p)
+	}
+}
+
+func preferAsync(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runSync publishes a job and writes its answer as the worker replies.
+func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key, endpoint string, p *parsed) {
+	select {
+	case s.waiting <- struct{}{}:
+		defer func() { <-s.waiting }()
+	default:
+		s.writeError(w, r, errOverloaded("Too many requests are waiting; retry shortly."))
+		return
+	}
+	now := time.Now()
+	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: endpoint, Model: p.model, Body: p.body,
+		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout)}
+	subject, replies, done := s.mux.Register(256)
+	defer done()
+	job.Reply = subject
+	w.Header().Set("Sluice-Job-Id", job.ID)
+	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+		s.writeError(w, r, publishError(err))
+		return
+	}
+	a := &answer{s: s, w: w, r: r, job: job}
+	// Wait a little past the deadline: the worker's own timeout answer is more precise.
+	timer := time.NewTimer(time.Until(job.Deadline) + 2*time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case m := <-replies:
+			rep, err := jobs.ParseReply(m)
+			if err != nil {
+				continue
+			}
+			if a.handle(rep) {
+				return
+			}
+		case <-timer.C:
+			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
+			a.fail(apiError(http.StatusGatewayTimeout, "timeout_error", "job_timeout", "No result within the job's deadline."))
+			return
+		case <-r.Context().Done():
+			// The caller left: abort the upstream call (the worker records what it cost), and
+			// if no worker has taken the job yet, make sure none ever runs it.
+			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+			defer cancel()
+			if err := s.store.AbandonJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
+				Model: job.Model, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline}); err != nil {
+				s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
+			}
+			return
+		}
+	}
+}
+
+func publishError(err error) error {
+	if errors.Is(err, jobs.ErrQueueFull) {
+		return errOverloaded("The job queue is full; retry shortly.")
+	}
+	return errOverloaded("The job queue is unavailable; retry shortly.")
+}
+
+// answer assembles one job's reply messages into an HTTP response.
+type answer struct {
+	s       *Server
+	w       http.ResponseWriter
+	r       *http.Request
+	job     *jobs.Job
+	attempt int
+	next    int  // expected sequence number
+	started bool // SSE headers and at least one event written
+	gap     bool // a message was lost: the body must come from Postgres
+	body    bytes.Buffer
+}
+
+// handle takes one reply message; it returns true when the response is complete.
+func (a *answer) handle(rep jobs.Reply) bool {
+	if rep.Attempt != a.attempt {
+		if rep.Attempt < a.attempt {
+			return false // a late message from an earlier delivery
+		}
+		if a.started {
+			a.streamError(apiError(http.StatusBadGateway, "upstream_error", "stream_interrupted",
+				"The worker running this stream stopped; the stream is incomplete."))
+			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
+			return true
+		}
+		a.attempt, a.next, a.gap = rep.Attempt, 0, false // a redelivery starts over
+		a.body.Reset()
+	}
+	if rep.Seq != a.next {
+		if a.started {
+			a.streamError(apiError(http.StatusBadGateway, "upstream_error", "stream_gap",
+				"Part of the stream was lost in transit; the stream is incomplete."))
+			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
+			return true
+		}
+		a.gap = true
+	}
+	a.next = rep.Seq + 1
+	switch rep.Kind {
+	case jobs.KindEvent:
+		a.event(rep.Event, rep.Data)
+	case jobs.KindBody:
+		a.body.Write(rep.Data)
+	case jobs.KindFinal:
+		var f jobs.Final
+		if err := json.Unmarshal(rep.Data, &f); err != nil {
+			a.fail(fmt.Errorf("decode final reply of %s: %w", a.job.ID, err))
+			return true
+		}
+		if f.Parts != rep.Seq {
+			a.gap = true
+		}
+		a.final(&f)
+		return true
+	}
+	return false
+}
+
+func (a *answer) event(name string, data []byte) {
+	if !a.started {
+		h := a.w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		a.w.WriteHeader(http.StatusOK)
+		a.started = true
+	}
+	var buf bytes.Buffer
+	if name != "" {
+		buf.WriteString("event: ")
+		buf.WriteString(name)
+		buf.WriteByte('\n')
+	}
+	buf.WriteString("data: ")
+	buf.Write(data)
+	buf.WriteString("\n\n")
+	_, _ = a.w.Write(buf.Bytes())
+	_ = http.NewResponseController(a.w).Flush()
+}
+
+func (a *answer) final(f *jobs.Final) {
+	if a.started {
+		if f.Status == store.StatusSucceeded {
+			if a.job.Endpoint != jobs.EndpointMessages { // Anthropic streams end with message_stop
+				_, _ = io.WriteString(a.w, "data: [DONE]\n\n")
+			}
+			_ = http.NewResponseController(a.w).Flush()
+			return
+		}
+		a.streamError(f.Error)
+		return
+	}
+	if f.Status != store.StatusSucceeded {
+		if f.Error == nil {
+			f.Error = apiError(http.StatusBadGateway, "upstream_error", "", "The job failed.")
+		}
+		a.fail(f.Error)
+		return
+	}
+	body := a.body.Bytes()
+	if a.gap || (len(body) == 0 && !a.job.Stream) {
+		// A reply part went missing in transit; the stored result is complete.
+		row, err := a.s.store.Job(a.r.Context(), a.job.KeyID, a.job.ID)
+		if err != nil {
+			a.fail(fmt.Errorf("read result of %s after a lost reply: %w", a.job.ID, err))
+			return
+		}
+		body = row.Response
+	}
+	if a.job.Stream { // a stream that produced no events at all
+		a.event("", []byte(`{"choices":[]}`))
+		a.final(f)
+		return
+	}
+	a.w.Header().Set("Content-Type", "application/json")
+	a.w.WriteHeader(f.StatusCode)
+	_, _ = a.w.Write(body)
+}
+
+func (a *answer) fail(err error) {
+	if a.started {
+		e, ok := errors.AsType[*jobs.APIError](err)
+		if !ok {
+			e = apiError(http.StatusInternalServerError, "internal_error", "", "internal error")
+		}
+		a.streamError(e)
+		return
+	}
+	a.s.writeError(a.w, a.r, err)
+}
+
+// streamError ends a started stream with an error event and no [DONE], so no client can
+// mistake a cut stream for a complete one.
+func (a *answer) streamError(e *jobs.APIError) {
+	if e == nil {
+		e = apiError(http.StatusBadGateway, "upstream_error", "", "The stream failed.")
+	}
+	b, _ := json.Marshal(errorJSON(a.r, e))
+	if a.job.Endpoint == jobs.EndpointMessages {
+		_, _ = fmt.Fprintf(a.w, "event: error\ndata: %s\n\n", b)
+	} else {
+		_, _ = fmt.Fprintf(a.w, "data: %s\n\n", b)
+	}
+	_ = http.NewResponseController(a.w).Flush()
+}

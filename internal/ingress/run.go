@@ -1,0 +1,152 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// Options are what tests may add to Run.
+type Options struct {
+	// Listener, if set, is served instead of listening on cfg.Addr.
+	Listener net.Listener
+	// Ready, if set, is called with the served address once the API accepts requests.
+	Ready func(addr string)
+}
+
+// Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
+// gives in-flight requests ShutdownGrace, and closes NATS and Postgres last.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
+	log = log.With("component", "ingress")
+	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
+	if err != nil {
+		return fmt.Errorf("SLUICE_ENCRYPTION_KEY: %w", err)
+	}
+	pool, err := store.NewPool(ctx, cfg.DatabaseURL.Reveal(), cfg.DBMaxConns, "sluice-ingress")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st := store.New(pool, sealer)
+
+	nc, err := jobs.Connect(cfg.NATSURL, "sluice-ingress", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := jobs.EnsureStream(ctx, js, jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs,
+		MaxAge: max(2*time.Hour, 2*cfg.JobTimeout)}); err != nil {
+		return err
+	}
+	mux, err := jobs.NewMux(nc)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mux.Close() }()
+	done, err := jobs.NewDoneHub(nc)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = done.Close() }()
+
+	router := jobs.NewRouter(st, nil, log)
+	if err := router.Refresh(ctx); err != nil {
+		return fmt.Errorf("load channels: %w", err)
+	}
+	stopWatch, err := router.WatchChanges(nc)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Leave room for the job envelope under the NATS max payload.
+	maxBody := min(cfg.MaxBodyBytes, nc.MaxPayload()-16<<10)
+	if maxBody < cfg.MaxBodyBytes {
+		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
+	}
+	s := &Server{cfg: cfg, store: st, nc: nc, pub: jobs.NewPublisher(nc, js, 5*time.Second), mux: mux, router: router,
+		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
+		maxBody: maxBody, done: done}
+	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
+
+	h := http.NewServeMux()
+	h.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	h.Handle("/", s.Handler())
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second, // whole request incl. body; responses may stream far longer
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	ln = LimitListener(ln, cfg.MaxConns)
+
+	var wg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(ctx)
+	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
+	defer func() { stopBG(); wg.Wait() }()
+
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- srv.Serve(ln) })
+	log.InfoContext(ctx, "ingress listening", "addr", ln.Addr().String())
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.InfoContext(ctx, "ingress shutting down", "grace", cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close() // grace over: cut what is left
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// models serves GET /v1/models: the models this key may use.
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	key, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	data := []map[string]any{}
+	for _, m := range s.router.Models() {
+		if key.AllowsModel(m) {
+			data = append(data, map[string]any{"id": m, "object": "model", "created": 0, "owned_by": "sluice"})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}

@@ -1,0 +1,262 @@
+package ingress
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// Server holds the HTTP API's dependencies.
+type Server struct {
+	cfg     Config
+	store   *store.Store
+	nc      *nats.Conn
+	pub     *jobs.Publisher
+	mux     *jobs.Mux
+	router  *jobs.Router
+	log     *slog.Logger
+	waiting chan struct{} // one token per request waiting on a job
+	keys    *keyCache
+	metrics *metrics
+	maxBody int64
+	// nudgeRouter asks every process to reload channels now.
+	nudgeRouter func()
+	done        *jobs.DoneHub
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	waiting  prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_ingress_requests_total", Help: "HTTP requests by route and status.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_ingress_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+		}, []string{"route"}),
+		waiting: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sluice_ingress_waiting_requests", Help: "Requests waiting on a job now.",
+		}, waiting),
+	}
+	reg.MustRegister(m.requests, m.latency, m.waiting)
+	return m
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, h http.HandlerFunc) {
+		mux.Handle(pattern, s.instrument(pattern, h))
+	}
+	route("POST /v1/chat/completions", s.relay(jobs.EndpointChat))
+	route("POST /v1/completions", s.relay(jobs.EndpointCompletions))
+	route("POST /v1/embeddings", s.relay(jobs.EndpointEmbeddings))
+	route("GET /v1/models", s.models)
+	route("POST /v1/jobs", s.submitJob)
+	route("GET /v1/jobs", s.listJobs)
+	route("GET /v1/jobs/{id}", s.getJob)
+	route("POST /v1/jobs/{id}/cancel", s.cancelJob)
+	route("GET /healthz", s.healthz)
+	route("GET /readyz", s.readyz)
+	s.adminRoutes(route)
+	mux.Handle("/", s.instrument("other", s.notFound))
+	return s.withRequestID(s.recoverPanics(mux))
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, apiError(http.StatusNotFound, "invalid_request_error", "unknown_url",
+		fmt.Sprintf("Unknown request URL: %s %s.", r.Method, r.URL.Path)))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"nats": "ok", "postgres": "ok"}
+	ok := true
+	if !s.nc.IsConnected() {
+		checks["nats"], ok = "unavailable", false
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		checks["postgres"], ok = "unavailable", false
+	}
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "checks": checks})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
+}
+
+// statusRecorder remembers the status for metrics and passes Flush through for SSE.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
+	lat := s.metrics.latency.WithLabelValues(route)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		began := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h(rec, r)
+		lat.Observe(time.Since(began).Seconds())
+		s.metrics.requests.WithLabelValues(route, fmt.Sprint(rec.status)).Inc()
+	})
+}
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+func (s *Server) withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !requestIDPattern.MatchString(id) {
+			id = ids.New("req")
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.ErrorContext(r.Context(), "handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				s.writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// keyCache remembers recent key lookups for ttl, so a hot key costs no query per request.
+type keyCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedKey
+}
+
+type cachedKey struct {
+	key store.Key
+	exp time.Time
+}
+
+const keyCacheMax = 100_000
+
+func (c *keyCache) get(secret string, now time.Time) (store.Key, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[secret]
+	if !ok || now.After(e.exp) {
+		return store.Key{}, false
+	}
+	return e.key, true
+}
+
+func (c *keyCache) put(secret string, k store.Key, now time.Time) {
+	if c.ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= keyCacheMax {
+		clear(c.m) // crude but bounded; the next requests repopulate it
+	}
+	c.m[secret] = cachedKey{key: k, exp: now.Add(c.ttl)}
+}
+
+// forget drops a key from the cache (after an admin change in this process).
+func (c *keyCache) forget(keyID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s, e := range c.m {
+		if e.key.ID == keyID {
+			delete(c.m, s)
+		}
+	}
+}
+
+// bearer returns the credential from Authorization: Bearer or x-api-key.
+func bearer(r *http.Request) string {
+	if v := r.Header.Get("Authorization"); v != "" {
+		scheme, tok, ok := strings.Cut(v, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+}
+
+// authenticate returns the caller's usable key, or the 401 of API.md.
+func (s *Server) authenticate(r *http.Request) (store.Key, error) {
+	tok := bearer(r)
+	if !strings.HasPrefix(tok, "sk-sl-") || len(tok) > 128 {
+		return store.Key{}, errInvalidKey
+	}
+	now := time.Now()
+	k, ok := s.keys.get(tok, now)
+	if !ok {
+		var err error
+		k, err = s.store.KeyBySecret(r.Context(), tok)
+		if err == store.ErrNotFound {
+			return store.Key{}, errInvalidKey
+		}
+		if err != nil {
+			return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
+		}
+		s.keys.put(tok, k, now)
+	}
+	if !k.Usable(now) {
+		return store.Key{}, errInvalidKey
+	}
+	return k, nil
+}
+
+// isAdmin checks the admin bearer token in constant time.
+func (s *Server) isAdmin(r *http.Request) bool {
+	tok := bearer(r)
+	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken.Reveal())) == 1
+}

@@ -1,0 +1,180 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/migrations"
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// Options are what tests may add to Run.
+type Options struct {
+	Listener net.Listener             // served instead of listening on cfg.Addr
+	Ready    func(addr string)        // called once jobs are being pulled
+	Tune     func(*jobs.WorkerConfig) // lets tests shorten internal timings
+}
+
+// Migrate applies the database migrations and returns.
+func Migrate(ctx context.Context, databaseURL string) error {
+	pool, err := store.NewPool(ctx, databaseURL, 2, "sluice-migrate")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return migrations.Apply(ctx, pool)
+}
+
+// Run works jobs until ctx is done, then drains in-flight jobs within ShutdownGrace and
+// closes its dependencies in reverse order of opening.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
+	log = log.With("component", "worker")
+	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
+	if err != nil {
+		return fmt.Errorf("SLUICE_ENCRYPTION_KEY: %w", err)
+	}
+	pool, err := store.NewPool(ctx, cfg.DatabaseURL.Reveal(), cfg.DBMaxConns, "sluice-worker")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrations.Apply(ctx, pool); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	st := store.New(pool, sealer)
+
+	nc, err := jobs.Connect(cfg.NATSURL, "sluice-worker", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	qcfg := jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs, MaxAge: max(2*time.Hour, 2*cfg.JobTimeout), AckWait: cfg.AckWait,
+		MaxAckPending: cfg.MaxAckPending}
+	if _, err := jobs.EnsureStream(ctx, js, qcfg); err != nil {
+		return err
+	}
+	cons, err := jobs.EnsureConsumer(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := providers.NewRegistry(
+		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cfg.IdleTimeout},
+		providers.Limits{IdleTimeout: cfg.IdleTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
+	defer registry.CloseIdle()
+	router := jobs.NewRouter(st, registry.Build, log)
+	if err := router.Refresh(ctx); err != nil {
+		return fmt.Errorf("load channels: %w", err)
+	}
+	stopWatch, err := router.WatchChanges(nc)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
+
+	wcfg := jobs.WorkerConfig{Concurrency: cfg.Concurrency, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace,
+		AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
+	if opts.Tune != nil {
+		opts.Tune(&wcfg)
+	}
+	w := jobs.NewWorker(wcfg, nc, cons, st, router, log, jobs.NewMetrics(reg))
+
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	ops := http.NewServeMux()
+	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !nc.IsConnected() || st.Ping(pctx) != nil {
+			http.Error(w, "unavailable: NATS or Postgres unreachable\n", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	ops.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: ops, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	var wg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopBG(); wg.Wait() }()
+	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
+	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg) })
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- srv.Serve(ln) })
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	log.InfoContext(ctx, "worker started", "concurrency", cfg.Concurrency, "ops_addr", ln.Addr().String())
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
+	}
+	runErr := w.Run(ctx)
+	log.InfoContext(ctx, "worker stopped")
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return errors.Join(runErr, fmt.Errorf("ops server: %w", err))
+		}
+	default:
+	}
+	return runErr
+}
+
+// sweep ends overdue jobs and deletes old ones, once a minute. Ending overdue jobs is a
+// safety net: a job whose message was lost still reaches a terminal state.
+func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, []byte) error }, log *slog.Logger, cfg Config) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// Past its deadline a job's worker may still be recording for up to 5 minutes.
+		ids, err := st.ExpireOverdue(sctx, 6*time.Minute)
+		if err != nil {
+			log.WarnContext(ctx, "expire overdue jobs", "err", err)
+		}
+		for _, id := range ids {
+			_ = nc.Publish(jobs.DonePrefix+id, nil)
+		}
+		if len(ids) > 0 {
+			log.WarnContext(ctx, "ended overdue jobs", "count", len(ids))
+		}
+		if n, err := st.DeleteFinishedBefore(sctx, time.Now().Add(-cfg.Retention), 1000); err != nil {
+			log.WarnContext(ctx, "delete old jobs", "err", err)
+		} else if n > 0 {
+			log.InfoContext(ctx, "deleted old jobs", "count", n)
+		}
+		cancel()
+	}
+}

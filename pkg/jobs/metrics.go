@@ -1,0 +1,36 @@
+package jobs
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the worker's Prometheus collectors.
+type Metrics struct {
+	jobs     *prometheus.CounterVec
+	upstream *prometheus.HistogramVec
+	busy     prometheus.Gauge
+	slots    prometheus.Gauge
+}
+
+// NewMetrics registers the worker's collectors on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_worker_jobs_total", Help: "Jobs finished by this worker, by outcome.",
+		}, []string{"status"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_upstream_request_duration_seconds", Help: "Upstream calls by provider and outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900},
+		}, []string{"provider", "outcome"}),
+		busy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_worker_busy_slots", Help: "Jobs this worker is running now.",
+		}),
+		slots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_worker_slots", Help: "WORKER_CONCURRENCY of this worker.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.jobs, m.upstream, m.busy, m.slots)
+	}
+	return m
+}

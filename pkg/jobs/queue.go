@@ -1,0 +1,176 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects and names.
+const (
+	StreamName   = "SLUICE_JOBS"
+	ConsumerName = "sluice-workers"
+	jobSubject   = "sluice.jobs.run"
+	replyPrefix  = "sluice.reply."
+	cancelPrefix = "sluice.cancel."
+	// DonePrefix + job id is published when a job reaches a terminal state.
+	DonePrefix = "sluice.done."
+)
+
+// QueueConfig sizes the job stream and its consumer. Zero fields take the defaults.
+type QueueConfig struct {
+	// MaxJobs caps queued jobs; beyond it a publish fails with ErrQueueFull (discard new).
+	MaxJobs int64
+	// MaxAge drops a job the workers never took (a safety net; deadlines end jobs sooner).
+	MaxAge time.Duration
+	// DedupWindow is how long a re-published job id is recognised as a duplicate.
+	DedupWindow time.Duration
+	// AckWait is how long a worker may hold a job without a progress heartbeat.
+	AckWait time.Duration
+	// MaxAckPending caps jobs held by all workers together (Σ WORKER_CONCURRENCY + headroom).
+	MaxAckPending int
+	// MaxDeliver caps deliveries of one job; the last delivery always ends the job.
+	MaxDeliver int
+	// Replicas of the stream (1 for a single server, 3 in a cluster).
+	Replicas int
+}
+
+func (c QueueConfig) withDefaults() QueueConfig {
+	if c.MaxJobs <= 0 {
+		c.MaxJobs = 100_000
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 2 * time.Hour
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = 20 * time.Minute
+	}
+	c.DedupWindow = min(c.DedupWindow, c.MaxAge)
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = 4096
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 10
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	return c
+}
+
+// EnsureStream creates the job stream or updates it to cfg. It is idempotent.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Stream, error) {
+	cfg = cfg.withDefaults()
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Sluice relay jobs",
+		Subjects:    []string{"sluice.jobs.>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxMsgs:     cfg.MaxJobs,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      cfg.MaxAge,
+		Duplicates:  cfg.DedupWindow,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// EnsureConsumer creates the workers' durable pull consumer or updates it to cfg. It is
+// idempotent; every worker process binds to the same consumer.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Consumer, error) {
+	cfg = cfg.withDefaults()
+	c, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "Sluice worker pool",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: cfg.MaxAckPending,
+		FilterSubject: "sluice.jobs.>",
+		Replicas:      cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer %s: %w", ConsumerName, err)
+	}
+	return c, nil
+}
+
+// Errors from Publish.
+var (
+	// ErrQueueFull means the stream is at MaxJobs.
+	ErrQueueFull = errors.New("job queue is full")
+	// ErrUnavailable means NATS is not reachable right now.
+	ErrUnavailable = errors.New("job queue unavailable")
+)
+
+// Publisher puts jobs on the stream.
+type Publisher struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	timeout time.Duration
+}
+
+// NewPublisher returns a Publisher; each publish waits at most timeout for its ack.
+func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) *Publisher {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Publisher{nc: nc, js: js, timeout: timeout}
+}
+
+// Publish stores the job in the stream with Nats-Msg-Id = job id. The job is accepted once
+// Publish returns nil. duplicate is true if a job with that id was already stored (within the
+// dedup window). It fails fast with ErrUnavailable while NATS is disconnected, and with
+// ErrQueueFull when the stream is full.
+func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err error) {
+	if !p.nc.IsConnected() {
+		return false, ErrUnavailable
+	}
+	data, err := j.Encode()
+	if err != nil {
+		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: jobSubject, Data: data}, jetstream.WithMsgID(j.ID))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		// The server answers a full discard-new stream with 503 / err_code 10077
+		// ("maximum messages exceeded"); nats.go has no named constant for it.
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503) {
+			return false, fmt.Errorf("%w: %v", ErrQueueFull, err)
+		}
+		return false, fmt.Errorf("%w: publish job %s: %v", ErrUnavailable, j.ID, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// CancelJob asks whichever worker runs job id to abort it, for reason CancelUser or
+// CancelClientGone (core NATS: a worker that does not hold the job ignores it).
+func CancelJob(nc *nats.Conn, id, reason string) error {
+	return nc.Publish(cancelPrefix+id, []byte(reason))
+}
+
+// Connect dials NATS with endless reconnects, logging connection changes.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,216 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/secret"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// ChannelSource lists the configured upstream channels.
+type ChannelSource interface {
+	Channels(ctx context.Context) ([]store.Channel, error)
+}
+
+// BuildFunc makes the adapter for a channel.
+type BuildFunc func(kind, baseURL string, apiKey secret.Secret) (providers.Provider, error)
+
+// Route is one way to serve a model: a channel, its adapter and the model name upstream.
+type Route struct {
+	Channel       store.Channel
+	Provider      providers.Provider
+	UpstreamModel string
+}
+
+// Router keeps a model → channels index fresh and picks a channel per attempt: the highest
+// priority tier with a usable channel, weighted random inside the tier, skipping channels
+// already tried for this job and channels cooling down after a failure.
+type Router struct {
+	src     ChannelSource
+	build   BuildFunc // nil: index models only (the ingress)
+	log     *slog.Logger
+	mu      sync.RWMutex
+	byModel map[string][]Route
+	cool    map[string]time.Time // channel id → not before
+	now     func() time.Time
+	nudge   chan struct{}
+}
+
+// NewRouter returns a Router; call Refresh once, then Run to keep it fresh.
+func NewRouter(src ChannelSource, build BuildFunc, log *slog.Logger) *Router {
+	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, now: time.Now,
+		nudge: make(chan struct{}, 1)}
+}
+
+// Refresh reloads the channels.
+func (r *Router) Refresh(ctx context.Context) error {
+	chs, err := r.src.Channels(ctx)
+	if err != nil {
+		return err
+	}
+	idx := map[string][]Route{}
+	for _, ch := range chs {
+		if !ch.Enabled {
+			continue
+		}
+		var p providers.Provider
+		if r.build != nil {
+			if p, err = r.build(ch.Provider, ch.BaseURL, ch.APIKey); err != nil {
+				r.log.Warn("skipping channel", "channel_id", ch.ID, "provider", ch.Provider, "err", err)
+				continue
+			}
+		}
+		for _, m := range ch.Models {
+			up := m
+			if mapped, ok := ch.ModelMap[m]; ok {
+				up = mapped
+			}
+			idx[m] = append(idx[m], Route{Channel: ch, Provider: p, UpstreamModel: up})
+		}
+		for alias, up := range ch.ModelMap {
+			if !slices.Contains(ch.Models, alias) {
+				idx[alias] = append(idx[alias], Route{Channel: ch, Provider: p, UpstreamModel: up})
+			}
+		}
+	}
+	r.mu.Lock()
+	r.byModel = idx
+	r.mu.Unlock()
+	return nil
+}
+
+// Run refreshes every interval, and at once when nudged (WatchChanges), until ctx is done. Failures are logged and retried.
+func (r *Router) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.nudge:
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.Refresh(rctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("refresh channels", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Models returns every model some enabled channel serves, sorted.
+func (r *Router) Models() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.byModel))
+	for m := range r.byModel {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Has reports whether some enabled channel serves model.
+func (r *Router) Has(model string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byModel[model]) > 0
+}
+
+// Pick chooses a route for model, skipping channels in tried. When every untried channel is
+// cooling down it returns the one that is ready soonest and how long until then. ok is false
+// when no untried channel serves the model.
+func (r *Router) Pick(model string, tried map[string]bool) (route Route, wait time.Duration, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	now := r.now()
+	var ready, cooling []Route
+	for _, rt := range r.byModel[model] {
+		if tried[rt.Channel.ID] {
+			continue
+		}
+		if until := r.cool[rt.Channel.ID]; until.After(now) {
+			cooling = append(cooling, rt)
+			continue
+		}
+		ready = append(ready, rt)
+	}
+	if len(ready) == 0 {
+		if len(cooling) == 0 {
+			return Route{}, 0, false
+		}
+		best := cooling[0]
+		for _, rt := range cooling[1:] {
+			if r.cool[rt.Channel.ID].Before(r.cool[best.Channel.ID]) {
+				best = rt
+			}
+		}
+		return best, r.cool[best.Channel.ID].Sub(now), true
+	}
+	top := ready[0].Channel.Priority
+	for _, rt := range ready {
+		top = max(top, rt.Channel.Priority)
+	}
+	var tier []Route
+	total := 0
+	for _, rt := range ready {
+		if rt.Channel.Priority == top {
+			tier = append(tier, rt)
+			total += max(rt.Channel.Weight, 1)
+		}
+	}
+	n := rand.IntN(total)
+	for _, rt := range tier {
+		if n -= max(rt.Channel.Weight, 1); n < 0 {
+			return rt, 0, true
+		}
+	}
+	return tier[len(tier)-1], 0, true
+}
+
+// Cool keeps a channel out of rotation until the given time (a 429's Retry-After, or a
+// short pause after a 5xx), so one failing channel is not hammered.
+func (r *Router) Cool(channelID string, until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if until.After(r.cool[channelID]) {
+		r.cool[channelID] = until
+	}
+	for id, t := range r.cool { // keep the map as small as the set of cooling channels
+		if t.Before(r.now()) {
+			delete(r.cool, id)
+		}
+	}
+}
+
+// channelsSubject carries "channels changed" announcements between processes.
+const channelsSubject = "sluice.config.channels"
+
+// AnnounceChannelsChanged tells every Router subscribed through WatchChanges to reload now.
+func AnnounceChannelsChanged(nc *nats.Conn) {
+	_ = nc.Publish(channelsSubject, nil)
+}
+
+// WatchChanges subscribes to change announcements; each one nudges the Run loop to refresh
+// at once. Call the returned function to unsubscribe.
+func (r *Router) WatchChanges(nc *nats.Conn) (stop func(), err error) {
+	sub, err := nc.Subscribe(channelsSubject, func(*nats.Msg) {
+		select {
+		case r.nudge <- struct{}{}:
+		default: // a refresh is already pending
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to channel changes: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

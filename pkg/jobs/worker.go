@@ -1,0 +1,657 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// Causes of a job's context ending early.
+var (
+	// ErrShutdown: the worker is stopping; the job goes back to the queue.
+	ErrShutdown = errors.New("worker shutting down")
+	// ErrCanceled: the job was cancelled through the API; it ends canceled, uncharged.
+	ErrCanceled = errors.New("job canceled")
+	// ErrClientGone: a sync caller went away; the job ends canceled and is charged what the
+	// upstream already did.
+	ErrClientGone = errors.New("client went away")
+	// ErrJobTimeout: the job's deadline passed.
+	ErrJobTimeout = errors.New("job deadline exceeded")
+)
+
+// Cancel reasons carried in a cancel message.
+const (
+	CancelUser       = "user"
+	CancelClientGone = "client_gone"
+)
+
+// Recorder is what the worker needs from Postgres.
+type Recorder interface {
+	StartJob(ctx context.Context, j store.NewJob) (store.Job, bool, error)
+	FinishJob(ctx context.Context, o store.Outcome) (float64, bool, error)
+	Job(ctx context.Context, keyID, id string) (store.Job, error)
+}
+
+// WorkerConfig tunes a Worker. Zero fields take the defaults noted.
+type WorkerConfig struct {
+	Concurrency   int           // jobs in flight in this process (64)
+	JobTimeout    time.Duration // cap on any job (15m)
+	ShutdownGrace time.Duration // in-flight jobs get this long to finish at shutdown (30s)
+	AckWait       time.Duration // the consumer's AckWait; heartbeats go every third of it (60s)
+	MaxDeliver    int           // the consumer's MaxDeliver (10)
+	MaxAttempts   int           // upstream attempts per job, across channels (3)
+	RetryBase     time.Duration // first retry backoff, doubled each time, with jitter (250ms)
+	RetryMax      time.Duration // cap on one backoff (5s)
+	// RecordGrace is how long past a job's deadline the worker keeps trying to record its
+	// outcome while Postgres is unavailable, before handing the job back to the queue (5m).
+	RecordGrace time.Duration
+	FetchWait   time.Duration // longest wait of one pull request (5s)
+}
+
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	c.Concurrency = cmp.Or(c.Concurrency, 64)
+	c.JobTimeout = cmp.Or(c.JobTimeout, 15*time.Minute)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, 30*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, 10)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, 3)
+	c.RetryBase = cmp.Or(c.RetryBase, 250*time.Millisecond)
+	c.RetryMax = cmp.Or(c.RetryMax, 5*time.Second)
+	c.RecordGrace = cmp.Or(c.RecordGrace, 5*time.Minute)
+	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
+	return c
+}
+
+// Worker runs jobs from the shared consumer on a bounded pool.
+type Worker struct {
+	cfg     WorkerConfig
+	nc      *nats.Conn
+	cons    jetstream.Consumer
+	rec     Recorder
+	router  *Router
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc // job id → cancel
+	beating map[uint64]jetstream.Msg           // stream sequence → message held
+}
+
+// NewWorker returns a Worker. metrics may be nil.
+func NewWorker(cfg WorkerConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorder, router *Router,
+	log *slog.Logger, metrics *Metrics,
+) *Worker {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	return &Worker{cfg: cfg.withDefaults(), nc: nc, cons: cons, rec: rec, router: router,
+		log: log.With("component", "worker"), metrics: metrics,
+		running: map[string]context.CancelCauseFunc{}, beating: map[uint64]jetstream.Msg{}}
+}
+
+// Run works jobs until ctx is done, then stops fetching, gives in-flight jobs ShutdownGrace
+// to finish, cancels the rest (they go back to the queue) and returns once every goroutine it
+// started has exited. It never holds more messages than it has free slots: each Fetch asks
+// for exactly the number of idle slots.
+func (w *Worker) Run(ctx context.Context) error {
+	w.metrics.slots.Set(float64(w.cfg.Concurrency))
+	// Jobs outlive ctx by the grace period, so they get their own context.
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+
+	sub, err := w.nc.Subscribe(cancelPrefix+"*", w.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe to cancels: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	var bg sync.WaitGroup
+	beatCtx, stopBeat := context.WithCancel(context.Background())
+	bg.Go(func() { w.heartbeat(beatCtx) })
+	defer func() { stopBeat(); bg.Wait() }()
+
+	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
+	free := make(chan struct{}, w.cfg.Concurrency) // one token per idle slot
+	for range w.cfg.Concurrency {
+		free <- struct{}{}
+	}
+	for takeSlot(ctx, free) {
+		k := 1 + drain(free)
+		n := w.fetch(ctx, k, func(msg jetstream.Msg) {
+			p.Go(func() {
+				defer func() { free <- struct{}{} }()
+				w.handle(workCtx, msg)
+			})
+		})
+		for range k - n { // slots the server had no message for
+			free <- struct{}{}
+		}
+	}
+	w.log.InfoContext(ctx, "stopping: waiting for in-flight jobs", "in_flight", w.cfg.Concurrency-len(free),
+		"grace", w.cfg.ShutdownGrace)
+	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() { cancelWork(ErrShutdown) })
+	defer grace.Stop()
+	p.Wait()
+	return nil
+}
+
+// fetch pulls up to k messages and hands each to start; it returns how many arrived.
+func (w *Worker) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int {
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchWait)
+	defer cancel() // only after the batch is drained: cancelling ends the batch early
+	batch, err := w.cons.Fetch(k, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.WarnContext(ctx, "fetch jobs", "err", err)
+			pause(ctx, time.Second) // NATS away: don't spin
+		}
+		return 0
+	}
+	n := 0
+	for msg := range batch.Messages() {
+		n++
+		start(msg)
+	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, jetstream.ErrNoMessages) {
+		w.log.WarnContext(ctx, "fetch batch", "err", err)
+		if n == 0 {
+			pause(ctx, time.Second)
+		}
+	}
+	return n
+}
+
+func takeSlot(ctx context.Context, free chan struct{}) bool {
+	select {
+	case <-free:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func drain(free chan struct{}) int {
+	n := 0
+	for {
+		select {
+		case <-free:
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// heartbeat sends InProgress for every held message every AckWait/3, from one goroutine.
+func (w *Worker) heartbeat(ctx context.Context) {
+	t := time.NewTicker(w.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.mu.Lock()
+			for _, m := range w.beating {
+				_ = m.InProgress() // fire and forget; a lost one only risks a redelivery
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// onCancel runs on the cancel subscription's goroutine.
+func (w *Worker) onCancel(m *nats.Msg) {
+	id := m.Subject[len(cancelPrefix):]
+	cause := ErrCanceled
+	if string(m.Data) == CancelClientGone {
+		cause = ErrClientGone
+	}
+	w.mu.Lock()
+	cancel := w.running[id]
+	w.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
+}
+
+// outcome is how one job run ended.
+type outcome struct {
+	status    string
+	code      int
+	body      json.RawMessage
+	err       *APIError
+	usage     *store.Usage
+	charge    bool
+	channelID string
+}
+
+// handle runs one delivery of a job: start it in Postgres, call upstream, record the result,
+// reply, ack. Every path ends in exactly one of Ack, Nak or Term.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	job, err := Decode(msg.Data())
+	if err != nil {
+		w.log.ErrorContext(ctx, "dropping malformed job", "err", err, "stream_seq", md.Sequence.Stream)
+		_ = msg.TermWithReason("malformed job")
+		return
+	}
+	log := w.log.With("job_id", job.ID, "key_id", job.KeyID, "model", job.Model, "attempt", md.NumDelivered)
+	w.mu.Lock()
+	w.beating[md.Sequence.Stream] = msg
+	w.mu.Unlock()
+	w.metrics.busy.Inc()
+	defer func() {
+		w.mu.Lock()
+		delete(w.beating, md.Sequence.Stream)
+		w.mu.Unlock()
+		w.metrics.busy.Dec()
+	}()
+	rep := newReplier(w.nc, job.Reply, md.NumDelivered)
+	deadline := job.Deadline
+	if cap := job.CreatedAt.Add(w.cfg.JobTimeout); cap.Before(deadline) {
+		deadline = cap
+	}
+	recordCtx, cancelRecord := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(w.cfg.RecordGrace))
+	defer cancelRecord()
+
+	// Recover panics here, at the job boundary: record an internal failure instead of losing
+	// the job or taking the process down.
+	defer func() {
+		if r := recover(); r != nil {
+			log.ErrorContext(ctx, "job panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			w.finish(recordCtx, log, msg, job, rep, outcome{status: store.StatusFailed, code: 500,
+				err: &APIError{Status: 500, Type: "internal_error", Message: "internal error while running the job"}})
+		}
+	}()
+
+	var row store.Job
+	var started bool
+	err = retryStore(recordCtx, log, "start job", func(ctx context.Context) error {
+		var err error
+		row, started, err = w.rec.StartJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
+			Model: job.Model, Async: job.Async, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline})
+		return err
+	})
+	if err != nil {
+		w.giveBack(log, msg, md, err)
+		return
+	}
+	if !started { // already ended: a redelivery after recording, or cancelled while queued
+		log.InfoContext(ctx, "job already finished; replaying its answer", "status", row.Status)
+		w.replay(ctx, log, msg, rep, &row)
+		return
+	}
+	if row.CancelRequested { // cancelled while no worker held it
+		w.finish(recordCtx, log, msg, job, rep, outcome{status: store.StatusCanceled, code: 499,
+			err: &APIError{Status: 499, Type: "canceled", Code: "job_canceled", Message: "the job was canceled"}})
+		return
+	}
+	if !time.Now().Before(deadline) {
+		w.finish(recordCtx, log, msg, job, rep, timeoutOutcome(0, nil, ""))
+		return
+	}
+
+	jctx, cancelJob := context.WithCancelCause(ctx)
+	jctx, cancelDeadline := context.WithDeadlineCause(jctx, deadline, ErrJobTimeout)
+	w.mu.Lock()
+	w.running[job.ID] = cancelJob
+	w.mu.Unlock()
+	out := w.run(jctx, log, job, rep)
+	cause := context.Cause(jctx)
+	cancelDeadline()
+	cancelJob(nil)
+	w.mu.Lock()
+	delete(w.running, job.ID)
+	w.mu.Unlock()
+
+	if errors.Is(cause, ErrShutdown) && rep.seq == 0 && int(md.NumDelivered) < w.cfg.MaxDeliver {
+		// Nothing reached the caller yet: another worker can run the whole job.
+		log.InfoContext(ctx, "returning job to the queue at shutdown")
+		_ = msg.Nak()
+		return
+	}
+	w.finish(recordCtx, log, msg, job, rep, out)
+}
+
+// giveBack returns a job to the queue after Postgres stayed unreachable, or ends it on its
+// last delivery.
+func (w *Worker) giveBack(log *slog.Logger, msg jetstream.Msg, md *jetstream.MsgMetadata, err error) {
+	if errors.Is(err, store.ErrPermanent) || int(md.NumDelivered) >= w.cfg.MaxDeliver {
+		log.Error("cannot record job; dropping it", "err", err)
+		_ = msg.TermWithReason("cannot record job")
+		return
+	}
+	log.Warn("cannot record job; returning it to the queue", "err", err)
+	_ = msg.NakWithDelay(time.Second)
+}
+
+// finish records the outcome, replies and acks.
+func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg, job *Job, rep *replier, out outcome) {
+	var cost float64
+	var applied bool
+	var errJSON json.RawMessage
+	if out.err != nil {
+		errJSON, _ = json.Marshal(out.err)
+	}
+	err := retryStore(ctx, log, "finish job", func(ctx context.Context) error {
+		var err error
+		cost, applied, err = w.rec.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code,
+			ChannelID: out.channelID, Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge})
+		return err
+	})
+	if err != nil {
+		md, _ := msg.Metadata()
+		w.giveBack(log, msg, md, err)
+		return
+	}
+	if !applied { // someone else ended it first (a cancel, the overdue sweeper, another delivery)
+		row, err := w.rec.Job(ctx, job.KeyID, job.ID)
+		if err == nil {
+			w.replay(ctx, log, msg, rep, &row)
+			return
+		}
+	}
+	w.metrics.jobs.WithLabelValues(out.status).Inc()
+	log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code, "cost_usd", cost)
+	f := &Final{JobID: job.ID, Status: out.status, StatusCode: out.code, Error: out.err, CostUSD: cost}
+	if out.usage != nil {
+		f.Usage = &Usage{PromptTokens: out.usage.PromptTokens, CompletionTokens: out.usage.CompletionTokens,
+			TotalTokens: out.usage.PromptTokens + out.usage.CompletionTokens}
+	}
+	w.reply(ctx, log, msg, rep, f, out.body, job.Stream)
+}
+
+// replay answers a job that has already ended from its stored row.
+func (w *Worker) replay(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, row *store.Job) {
+	f := FinalFromJob(row)
+	var body json.RawMessage
+	if row.Status == store.StatusSucceeded {
+		body = row.Response
+	}
+	w.reply(ctx, log, msg, rep, f, body, len(body) == 0)
+}
+
+// FinalFromJob builds the final reply message of a finished job row.
+func FinalFromJob(row *store.Job) *Final {
+	f := &Final{JobID: row.ID, Status: row.Status, StatusCode: http.StatusOK}
+	if row.StatusCode != nil {
+		f.StatusCode = *row.StatusCode
+	}
+	if len(row.Error) > 0 {
+		var e APIError
+		if json.Unmarshal(row.Error, &e) == nil {
+			e.Status = f.StatusCode
+			f.Error = &e
+		}
+	}
+	if row.PromptTokens != nil && row.CompletionTokens != nil {
+		f.Usage = &Usage{PromptTokens: *row.PromptTokens, CompletionTokens: *row.CompletionTokens,
+			TotalTokens: *row.PromptTokens + *row.CompletionTokens}
+	}
+	if row.CostUSD != nil {
+		f.CostUSD = *row.CostUSD
+	}
+	return f
+}
+
+// reply sends the body (for non-stream answers) and the final message, announces the end
+// of the job, and acks. The result is already in Postgres, so a lost reply loses nothing.
+func (w *Worker) reply(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, f *Final,
+	body json.RawMessage, stream bool,
+) {
+	if !stream && len(body) > 0 {
+		if err := rep.body(body); err != nil {
+			log.WarnContext(ctx, "reply body", "err", err)
+		}
+	}
+	if err := rep.final(f); err != nil {
+		log.WarnContext(ctx, "reply final", "err", err)
+	}
+	if b, err := json.Marshal(f); err == nil {
+		_ = w.nc.Publish(DonePrefix+f.JobID, b)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		// A lost ack means one redelivery, which StartJob turns into a replay.
+		log.WarnContext(ctx, "ack job", "err", err)
+	}
+}
+
+// retryStore runs fn until it succeeds, fails permanently, or ctx ends, backing off between
+// tries, so a Postgres restart delays jobs instead of losing them.
+func retryStore(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	delay := 100 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil || errors.Is(err, store.ErrPermanent) || errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		log.WarnContext(ctx, what+": postgres unavailable; retrying", "err", err, "retry_in", delay)
+		pause(ctx, delay)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// run calls upstream with retries and failover until success, a terminal error, or the end
+// of ctx, and says how the job ended.
+func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *replier) outcome {
+	tried := map[string]bool{}
+	var last *providers.Error
+	emitted := 0
+	emit := func(ev providers.Event) error {
+		emitted++
+		return rep.event(ev)
+	}
+	for attempt := 1; ; attempt++ {
+		rt, wait, ok := w.router.Pick(job.Model, tried)
+		if !ok && len(tried) > 0 { // every channel tried once: go round again
+			clear(tried)
+			rt, wait, ok = w.router.Pick(job.Model, tried)
+		}
+		if !ok {
+			if last != nil {
+				return upstreamFailure(last, attempt-1)
+			}
+			return outcome{status: store.StatusFailed, code: http.StatusServiceUnavailable, err: &APIError{
+				Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "no_channel", RetryAfter: 5,
+				Message: fmt.Sprintf("no upstream channel is available for model %q", job.Model)}}
+		}
+		if wait > 0 {
+			pause(ctx, wait)
+		}
+		if ctx.Err() != nil {
+			return w.ended(ctx, job, nil, emitted, rt.Channel.ID, last)
+		}
+		body, err := setModel(job.Body, rt.UpstreamModel)
+		if err != nil {
+			return outcome{status: store.StatusFailed, code: http.StatusBadRequest, err: &APIError{
+				Status: http.StatusBadRequest, Type: "invalid_request_error", Message: "request body must be a JSON object"}}
+		}
+		began := time.Now()
+		res, err := rt.Provider.Do(ctx, &providers.Request{Endpoint: job.Endpoint, Body: body, Stream: job.Stream,
+			WantUsageChunk: job.WantUsageChunk}, emit)
+		if err == nil {
+			w.metrics.upstream.WithLabelValues(rt.Channel.Provider, "ok").Observe(time.Since(began).Seconds())
+			return success(job, res, emitted, rt.Channel.ID)
+		}
+		perr, isProv := errors.AsType[*providers.Error](err)
+		if !isProv {
+			perr = &providers.Error{Provider: rt.Channel.Provider, Err: err}
+		}
+		w.metrics.upstream.WithLabelValues(rt.Channel.Provider, outcomeLabel(perr)).Observe(time.Since(began).Seconds())
+		if ctx.Err() != nil {
+			return w.ended(ctx, job, res, emitted, rt.Channel.ID, perr)
+		}
+		if emitted > 0 { // the caller has part of a stream: it cannot be retried
+			out := upstreamFailure(perr, attempt)
+			out.usage, out.charge, out.channelID = streamUsage(job, res, emitted), true, rt.Channel.ID
+			return out
+		}
+		if !perr.Retryable() {
+			return passThrough(perr)
+		}
+		last = perr
+		tried[rt.Channel.ID] = true
+		if attempt >= w.cfg.MaxAttempts {
+			return upstreamFailure(perr, attempt)
+		}
+		delay := w.backoff(attempt)
+		if perr.RetryAfter > 0 {
+			delay = max(delay, perr.RetryAfter)
+			w.router.Cool(rt.Channel.ID, time.Now().Add(perr.RetryAfter))
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(delay).After(dl) {
+			return upstreamFailure(perr, attempt) // the next try could not finish in time
+		}
+		log.WarnContext(ctx, "upstream failed; retrying", "channel_id", rt.Channel.ID, "status", perr.StatusCode,
+			"err", perr, "retry_in", delay)
+		pause(ctx, delay)
+	}
+}
+
+func (w *Worker) backoff(attempt int) time.Duration {
+	d := w.cfg.RetryBase << (attempt - 1)
+	d = min(d, w.cfg.RetryMax)
+	return d/2 + rand.N(d/2+1) // jitter in [d/2, d]
+}
+
+// ended says how a job whose context ended came out: timeout, cancel or shutdown.
+func (w *Worker) ended(ctx context.Context, job *Job, res *providers.Result, emitted int, channelID string,
+	last *providers.Error,
+) outcome {
+	cause := context.Cause(ctx)
+	var usage *store.Usage
+	if emitted > 0 || (res != nil && res.Usage != nil) {
+		usage = streamUsage(job, res, emitted)
+	}
+	switch {
+	case errors.Is(cause, ErrCanceled):
+		return outcome{status: store.StatusCanceled, code: 499, usage: usage, channelID: channelID,
+			err: &APIError{Status: 499, Type: "canceled", Code: "job_canceled", Message: "the job was canceled"}}
+	case errors.Is(cause, ErrClientGone):
+		// The upstream did the work up to here and bills for it, so the key pays for it.
+		return outcome{status: store.StatusCanceled, code: 499, usage: usage, charge: usage != nil, channelID: channelID,
+			err: &APIError{Status: 499, Type: "canceled", Code: "client_closed_request", Message: "the client closed the request"}}
+	case errors.Is(cause, ErrShutdown):
+		out := outcome{status: store.StatusFailed, code: http.StatusServiceUnavailable, usage: usage, charge: usage != nil,
+			channelID: channelID, err: &APIError{Status: http.StatusServiceUnavailable, Type: "overloaded_error",
+				Code: "worker_shutdown", RetryAfter: 1, Message: "the worker running this job shut down mid-answer"}}
+		return out
+	default:
+		return timeoutOutcome(emitted, usage, channelID)
+	}
+}
+
+func timeoutOutcome(emitted int, usage *store.Usage, channelID string) outcome {
+	return outcome{status: store.StatusFailed, code: http.StatusGatewayTimeout, usage: usage, charge: usage != nil && emitted > 0,
+		channelID: channelID, err: &APIError{Status: http.StatusGatewayTimeout, Type: "timeout_error", Code: "job_timeout",
+			Message: "no result within the job's deadline"}}
+}
+
+func success(job *Job, res *providers.Result, emitted int, channelID string) outcome {
+	out := outcome{status: store.StatusSucceeded, code: cmp.Or(res.StatusCode, http.StatusOK), body: res.Body,
+		charge: true, channelID: channelID}
+	if job.Stream {
+		out.body = nil
+		out.usage = streamUsage(job, res, emitted)
+	} else if res.Usage != nil {
+		out.usage = &store.Usage{PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens}
+	} else {
+		out.usage = &store.Usage{PromptTokens: estimateTokens(len(job.Body)), Estimated: true}
+	}
+	return out
+}
+
+// streamUsage is the upstream's reported usage or, if it reported none, an estimate marked
+// as such: a quarter of the request's bytes for the prompt, one token per emitted chunk.
+func streamUsage(job *Job, res *providers.Result, emitted int) *store.Usage {
+	if res != nil && res.Usage != nil {
+		return &store.Usage{PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens}
+	}
+	return &store.Usage{PromptTokens: estimateTokens(len(job.Body)), CompletionTokens: int64(emitted), Estimated: true}
+}
+
+func estimateTokens(bytes int) int64 { return int64((bytes + 3) / 4) }
+
+// passThrough returns a caller-fault upstream error with the upstream's status and message.
+func passThrough(e *providers.Error) outcome {
+	code := e.StatusCode
+	if code == 0 { // not an HTTP status: the upstream's answer was unusable
+		code = http.StatusBadGateway
+		return outcome{status: store.StatusFailed, code: code, err: &APIError{Status: code, Type: "upstream_error",
+			Code: "bad_upstream_response", Message: e.Error()}}
+	}
+	return outcome{status: store.StatusFailed, code: code, err: &APIError{Status: code,
+		Type: cmp.Or(e.Type, "invalid_request_error"), Code: e.Code, Message: e.Message}}
+}
+
+// upstreamFailure is the 502 for an upstream that kept failing.
+func upstreamFailure(e *providers.Error, attempts int) outcome {
+	return outcome{status: store.StatusFailed, code: http.StatusBadGateway, err: &APIError{
+		Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_failed",
+		Message: fmt.Sprintf("upstream failed after %d attempt(s): %s", attempts, e.Error())}}
+}
+
+func outcomeLabel(e *providers.Error) string {
+	switch {
+	case e.StatusCode != 0:
+		return fmt.Sprintf("%dxx", e.StatusCode/100)
+	case errors.Is(e, providers.ErrIdle):
+		return "idle"
+	case errors.Is(e, ErrJobTimeout):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+// setModel rewrites the body's "model" to the upstream's name for it.
+func setModel(body json.RawMessage, model string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	var cur string
+	if json.Unmarshal(m["model"], &cur) == nil && cur == model {
+		return body, nil
+	}
+	b, _ := json.Marshal(model)
+	m["model"] = b
+	return json.Marshal(m)
+}

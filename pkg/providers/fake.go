@@ -1,0 +1,184 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Fake is a built-in deterministic model for demos, `make run`, tests and benchmarks. It
+// answers OpenAI chat completions and completions without any network: the answer echoes
+// the last user message, and usage is counted from the input, so the same request always
+// gets the same answer and the same bill.
+//
+// Token rule: prompt_tokens = words in every message (or the prompt) + 3 per message;
+// completion_tokens = words in the answer.
+type Fake struct {
+	latency time.Duration // before the answer (non-stream) or the first chunk (stream)
+	perTok  time.Duration // between stream chunks
+}
+
+// NewFake returns a fake model configured by a base URL such as
+// "fake://?latency=20ms&token_latency=5ms" (both optional, default 0).
+func NewFake(baseURL string) (*Fake, error) {
+	f := &Fake{}
+	if baseURL == "" {
+		return f, nil
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("fake base URL: %w", err)
+	}
+	for name, dst := range map[string]*time.Duration{"latency": &f.latency, "token_latency": &f.perTok} {
+		if v := u.Query().Get(name); v != "" {
+			if *dst, err = time.ParseDuration(v); err != nil {
+				return nil, fmt.Errorf("fake base URL %s: %w", name, err)
+			}
+		}
+	}
+	return f, nil
+}
+
+type fakeRequest struct {
+	Model    string `json:"model"`
+	Messages []struct {
+		Role    string          `json:"role"`
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+	Prompt json.RawMessage `json:"prompt"`
+}
+
+// Do implements Provider.
+func (f *Fake) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
+	var in fakeRequest
+	if err := json.Unmarshal(req.Body, &in); err != nil {
+		return nil, &Error{Provider: "fake", StatusCode: http.StatusBadRequest, Type: "invalid_request_error", Message: "body is not valid JSON"}
+	}
+	if req.Endpoint != "/v1/chat/completions" && req.Endpoint != "/v1/completions" {
+		return nil, &Error{Provider: "fake", StatusCode: http.StatusNotFound, Type: "invalid_request_error",
+			Message: "the fake model does not serve " + req.Endpoint}
+	}
+	answer, usage := fakeAnswer(&in)
+	if err := sleep(ctx, f.latency); err != nil {
+		return nil, &Error{Provider: "fake", Err: err}
+	}
+	id := "chatcmpl-fake"
+	created := time.Now().Unix()
+	if !req.Stream {
+		var body any
+		if req.Endpoint == "/v1/completions" {
+			body = map[string]any{"id": "cmpl-fake", "object": "text_completion", "created": created, "model": in.Model,
+				"choices": []any{map[string]any{"index": 0, "text": answer, "finish_reason": "stop", "logprobs": nil}},
+				"usage":   usageJSON(usage)}
+		} else {
+			body = map[string]any{"id": id, "object": "chat.completion", "created": created, "model": in.Model,
+				"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+					"message": map[string]any{"role": "assistant", "content": answer}}},
+				"usage": usageJSON(usage)}
+		}
+		b, _ := json.Marshal(body)
+		return &Result{StatusCode: http.StatusOK, Body: b, Usage: &usage}, nil
+	}
+	res := &Result{StatusCode: http.StatusOK}
+	chunk := func(delta map[string]any, finish any) error {
+		b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created,
+			"model": in.Model, "choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
+		return emit(Event{Data: b})
+	}
+	if err := chunk(map[string]any{"role": "assistant", "content": ""}, nil); err != nil {
+		return res, &Error{Provider: "fake", Err: err}
+	}
+	words := strings.SplitAfter(answer, " ")
+	for i, w := range words {
+		if i > 0 {
+			if err := sleep(ctx, f.perTok); err != nil {
+				return res, &Error{Provider: "fake", Err: err}
+			}
+		}
+		var finish any
+		if i == len(words)-1 {
+			finish = "stop"
+		}
+		if err := chunk(map[string]any{"content": w}, finish); err != nil {
+			return res, &Error{Provider: "fake", Err: err}
+		}
+	}
+	res.Usage = &usage
+	if req.WantUsageChunk {
+		b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created,
+			"model": in.Model, "choices": []any{}, "usage": usageJSON(usage)})
+		if err := emit(Event{Data: b}); err != nil {
+			return res, &Error{Provider: "fake", Err: err}
+		}
+	}
+	return res, nil
+}
+
+func usageJSON(u Usage) map[string]int64 {
+	return map[string]int64{"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens,
+		"total_tokens": u.PromptTokens + u.CompletionTokens}
+}
+
+// fakeAnswer computes the deterministic answer and its usage.
+func fakeAnswer(in *fakeRequest) (string, Usage) {
+	var prompt int64
+	last := ""
+	for _, m := range in.Messages {
+		text := contentText(m.Content)
+		prompt += int64(len(strings.Fields(text))) + 3
+		if m.Role == "user" {
+			last = text
+		}
+	}
+	if len(in.Prompt) > 0 {
+		last = contentText(in.Prompt)
+		prompt += int64(len(strings.Fields(last)))
+	}
+	words := strings.Fields(last)
+	if len(words) > 64 {
+		words = words[:64]
+	}
+	answer := "Hello from Sluice's fake model."
+	if len(words) > 0 {
+		answer += " You said: " + strings.Join(words, " ")
+	}
+	return answer, Usage{PromptTokens: prompt, CompletionTokens: int64(len(strings.Fields(answer)))}
+}
+
+// contentText flattens a message content: a string, or an array of parts with "text".
+func contentText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	if json.Unmarshal(raw, &parts) == nil {
+		texts := make([]string, 0, len(parts))
+		for _, p := range parts {
+			texts = append(texts, p.Text)
+		}
+		return strings.Join(texts, " ")
+	}
+	return ""
+}
+
+// sleep waits d or until ctx is done, returning its cause.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

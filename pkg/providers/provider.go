@@ -1,0 +1,292 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Provider is what every upstream adapter implements.
+type Provider interface {
+	// Do makes one upstream call. For a non-stream request it returns the whole answer. For a
+	// stream request it calls emit with each event as it arrives (emit's error aborts the call)
+	// and returns the usage once the stream has ended cleanly.
+	//
+	// Failures are *Error. A stream that fails after some events were emitted returns a
+	// non-nil Result with the usage known so far together with the error.
+	Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error)
+}
+
+// Request is one call to make upstream.
+type Request struct {
+	// Endpoint is the Sluice route the caller used: "/v1/chat/completions", "/v1/completions",
+	// "/v1/embeddings" or "/v1/messages".
+	Endpoint string
+	// Body is the client's JSON body with the model already mapped to the upstream's name.
+	Body json.RawMessage
+	// Stream is true when the client asked for server-sent events.
+	Stream bool
+	// WantUsageChunk is true when a streaming client asked for the final usage chunk itself
+	// (stream_options.include_usage); otherwise Sluice asks for it but does not forward it.
+	WantUsageChunk bool
+}
+
+// Event is one server-sent event, forwarded to the client as is.
+type Event struct {
+	Name string // the "event:" field; empty for OpenAI streams
+	Data []byte // the "data:" payload
+}
+
+// Usage is the token count an upstream reported.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+}
+
+// Result is a finished upstream call.
+type Result struct {
+	StatusCode int
+	Body       json.RawMessage // the whole answer; nil for streams
+	Usage      *Usage          // nil when the upstream reported none
+}
+
+// Error is an upstream failure.
+type Error struct {
+	Provider   string
+	StatusCode int           // 0 when no response arrived (network error, timeout)
+	RetryAfter time.Duration // from Retry-After / retry-after-ms; 0 if absent
+	Type       string        // the upstream's error type, if it sent one
+	Code       string
+	Message    string
+	Err        error // the underlying cause, if any
+}
+
+// Error describes the failure without any request or response content beyond the upstream's
+// own error message.
+func (e *Error) Error() string {
+	switch {
+	case e.StatusCode != 0 && e.Message != "":
+		return fmt.Sprintf("%s upstream: %d: %s", e.Provider, e.StatusCode, e.Message)
+	case e.StatusCode != 0:
+		return fmt.Sprintf("%s upstream: status %d", e.Provider, e.StatusCode)
+	case e.Err != nil:
+		return fmt.Sprintf("%s upstream: %v", e.Provider, e.Err)
+	default:
+		return e.Provider + " upstream: " + e.Message
+	}
+}
+
+// Unwrap returns the underlying cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Retryable reports whether another attempt may succeed: no response at all, 408, 409, 429
+// and every 5xx. Other 4xx are the caller's fault and are passed through.
+func (e *Error) Retryable() bool {
+	switch {
+	case e.StatusCode == 0:
+		return !errors.Is(e.Err, ErrBadResponse) && !errors.Is(e.Err, ErrTooLarge)
+	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusConflict,
+		e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
+		return true
+	}
+	return false
+}
+
+// Errors wrapped in *Error.
+var (
+	// ErrIdle means the upstream sent nothing for longer than the idle timeout.
+	ErrIdle = errors.New("upstream idle for too long")
+	// ErrTruncated means the upstream's answer ended before it was complete.
+	ErrTruncated = errors.New("upstream answer truncated")
+	// ErrBadResponse means the upstream answered 2xx with a body that is not what its API promises.
+	ErrBadResponse = errors.New("upstream answer malformed")
+	// ErrTooLarge means the upstream's answer is larger than MaxResponseBytes.
+	ErrTooLarge = errors.New("upstream answer too large")
+)
+
+// Limits bound one upstream call.
+type Limits struct {
+	// IdleTimeout is the longest silence allowed from an upstream, before or during its answer.
+	IdleTimeout time.Duration
+	// MaxResponseBytes caps a non-stream answer.
+	MaxResponseBytes int64
+	// MaxLineBytes caps one SSE line.
+	MaxLineBytes int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 5 * time.Minute
+	}
+	if l.MaxResponseBytes <= 0 {
+		l.MaxResponseBytes = 64 << 20
+	}
+	if l.MaxLineBytes <= 0 {
+		l.MaxLineBytes = 16 << 20
+	}
+	return l
+}
+
+// ClientConfig sizes the shared HTTP client of one provider family.
+type ClientConfig struct {
+	// MaxConnsPerHost caps connections to one upstream host; set it to the worker's concurrency.
+	MaxConnsPerHost int
+	// ResponseHeaderTimeout is how long to wait for response headers (a non-stream LLM call
+	// sends them only when the whole answer is ready, so keep it long).
+	ResponseHeaderTimeout time.Duration
+}
+
+// NewHTTPClient returns the client one provider family shares across channels. It bounds
+// dialing, TLS, waiting for headers, and the number of open and idle connections; it sets no
+// Client.Timeout, which would cut long streams (each call has its context's deadline).
+func NewHTTPClient(cfg ClientConfig) *http.Client {
+	conns := cfg.MaxConnsPerHost
+	if conns <= 0 {
+		conns = 64
+	}
+	hdr := cfg.ResponseHeaderTimeout
+	if hdr <= 0 {
+		hdr = 5 * time.Minute
+	}
+	t := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: hdr,
+		ExpectContinueTimeout: time.Second,
+		MaxConnsPerHost:       conns,
+		MaxIdleConns:          conns,
+		MaxIdleConnsPerHost:   conns,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	return &http.Client{
+		Transport: t,
+		// Upstream redirects are not part of any LLM API; following one could leak the key.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// closeBody releases a response: it drains at most 64 KiB, so a small remainder lets the
+// connection be reused while a huge or endless one cannot stall us, then closes the body.
+// It is the only place in Sluice that closes an upstream response body.
+func closeBody(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	_ = resp.Body.Close()
+}
+
+// send performs req with the idle watchdog armed and returns the response, whose body the
+// caller must release with closeBody. The returned stop function disarms the watchdog and
+// must be called once the body is done with.
+func send(ctx context.Context, client *http.Client, provider string, limits Limits,
+	build func(ctx context.Context) (*http.Request, error),
+) (*http.Response, *idleReader, func(), error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	watch := time.AfterFunc(limits.IdleTimeout, func() { cancel(ErrIdle) })
+	stop := func() { watch.Stop(); cancel(nil) }
+	req, err := build(ctx)
+	if err != nil {
+		stop()
+		return nil, nil, nil, &Error{Provider: provider, Err: fmt.Errorf("build request: %w", err), Message: "bad request"}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		stop()
+		return nil, nil, nil, &Error{Provider: provider, Err: causeOr(ctx, err)}
+	}
+	watch.Reset(limits.IdleTimeout)
+	return resp, &idleReader{r: resp.Body, watch: watch, idle: limits.IdleTimeout, ctx: ctx}, stop, nil
+}
+
+// idleReader re-arms the idle watchdog whenever bytes arrive.
+type idleReader struct {
+	r     io.Reader
+	watch *time.Timer
+	idle  time.Duration
+	ctx   context.Context
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.watch.Reset(r.idle)
+	}
+	if err != nil && err != io.EOF {
+		err = causeOr(r.ctx, err)
+	}
+	return n, err
+}
+
+// causeOr returns the cause of ctx's cancellation (ErrIdle, a deadline, a user cancel) if
+// there is one, since the transport's own error ("context canceled") says less.
+func causeOr(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil {
+		return c
+	}
+	return err
+}
+
+// readAll reads at most limit bytes; more is ErrTooLarge.
+func readAll(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, ErrTooLarge
+	}
+	return b, nil
+}
+
+// statusError turns a non-2xx response into *Error, reading at most 64 KiB of its body for
+// the upstream's message.
+func statusError(provider string, resp *http.Response, body io.Reader) *Error {
+	e := &Error{Provider: provider, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header)}
+	b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
+	var shape struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(b, &shape) == nil && len(shape.Error) > 0 {
+		var obj struct {
+			Message string          `json:"message"`
+			Type    string          `json:"type"`
+			Code    json.RawMessage `json:"code"`
+		}
+		if json.Unmarshal(shape.Error, &obj) == nil {
+			e.Message, e.Type = obj.Message, obj.Type
+			if c, err := strconv.Unquote(string(obj.Code)); err == nil {
+				e.Code = c
+			}
+		} else if s, err := strconv.Unquote(string(shape.Error)); err == nil {
+			e.Message = s
+		}
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// retryAfter reads retry-after-ms (OpenAI) or Retry-After (seconds or an HTTP date).
+func retryAfter(h http.Header) time.Duration {
+	if ms, err := strconv.ParseFloat(h.Get("Retry-After-Ms"), 64); err == nil && ms > 0 {
+		return time.Duration(ms * float64(time.Millisecond))
+	}
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
+		return time.Duration(s * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}

@@ -1,0 +1,55 @@
+package providers
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/sluicehq/sluice/pkg/secret"
+)
+
+// Kinds of provider a channel can name.
+const (
+	KindOpenAI = "openai"
+	KindFake   = "fake"
+)
+
+// Registry builds adapters for channels. It owns one shared HTTP client per provider family,
+// so every channel of a family shares one connection pool with one set of limits.
+type Registry struct {
+	limits Limits
+	http   map[string]*http.Client
+}
+
+// NewRegistry returns a Registry whose clients are sized by cfg and whose calls obey limits.
+func NewRegistry(cfg ClientConfig, limits Limits) *Registry {
+	return &Registry{limits: limits.withDefaults(), http: map[string]*http.Client{
+		KindOpenAI: NewHTTPClient(cfg),
+	}}
+}
+
+// Build returns the adapter for a channel. It fails for an unknown provider kind or a bad
+// base URL.
+func (r *Registry) Build(kind, baseURL string, apiKey secret.Secret) (Provider, error) {
+	switch kind {
+	case KindOpenAI:
+		if baseURL == "" {
+			baseURL = "https://api.openai.com/v1"
+		}
+		return NewOpenAI(r.http[KindOpenAI], baseURL, apiKey, r.limits), nil
+	case KindFake:
+		return NewFake(baseURL)
+	}
+	return nil, fmt.Errorf("unknown provider %q", kind)
+}
+
+// Known reports whether kind is a provider Build accepts.
+func Known(kind string) bool {
+	return kind == KindOpenAI || kind == KindFake
+}
+
+// CloseIdle closes idle upstream connections (at shutdown).
+func (r *Registry) CloseIdle() {
+	for _, c := range r.http {
+		c.CloseIdleConnections()
+	}
+}
