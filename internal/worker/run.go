@@ -41,7 +41,6 @@ func Migrate(ctx context.Context, databaseURL string) error {
 // Run works jobs until ctx is done, then drains in-flight jobs within ShutdownGrace and
 // closes its dependencies in reverse order of opening.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
-	log = log.With("component", "worker")
 	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
 	if err != nil {
 		return fmt.Errorf("SLUICE_ENCRYPTION_KEY: %w", err)

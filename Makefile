@@ -1,0 +1,48 @@
+# Sluice — `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+PKGS := ./...
+
+.PHONY: help run test test-race test-short vet lint bench soak build db-reset up down clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+run: ## start the whole stack (Postgres, NATS, migrations, worker, ingress, fake model) in the foreground
+	@scripts/dev.sh
+
+test: ## vet, then every test with the race detector, against real Postgres and NATS it starts if needed
+	@$(GO) vet $(PKGS)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short: ## every test without the race detector (faster)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -count=1 -timeout 20m $(PKGS)
+
+vet: ## go vet
+	@$(GO) vet $(PKGS)
+
+lint: ## golangci-lint v2 (installed on demand into .dev/bin)
+	@test -x .dev/bin/golangci-lint || GOBIN=$(CURDIR)/.dev/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2
+	@.dev/bin/golangci-lint run $(PKGS)
+
+bench: ## micro-benchmarks (results: BENCHMARKS.md)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -run='^$$' -bench=. -benchmem -count=1 $(PKGS)
+
+build: ## build every binary into bin/
+	@mkdir -p bin && $(GO) build -o bin/ ./cmd/...
+
+db-reset: ## drop and recreate the dev database (sluice) and apply migrations
+	@url="$$(scripts/ensure-postgres.sh sluice)"; \
+	  psql "$$url" -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >/dev/null && \
+	  DATABASE_URL="$$url" $(GO) run ./cmd/worker migrate
+
+up: ## docker compose up (needs SLUICE_ENCRYPTION_KEY and SLUICE_ADMIN_TOKEN)
+	docker compose up --build
+
+down: ## docker compose down
+	docker compose down
+
+clean: ## stop the private Postgres and NATS, remove build output
+	@scripts/ensure-postgres.sh --stop || true
+	@scripts/ensure-nats.sh --stop || true
+	@rm -rf bin
