@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -67,14 +69,31 @@ func (s *stack) submit(token string, body map[string]any, hdr ...string) (int, j
 type gate struct {
 	up       http.Handler
 	release  chan struct{}
+	once     sync.Once
 	inflight atomic.Int64
 	peak     atomic.Int64
 	calls    atomic.Int64
 }
 
-func newGate(up http.Handler) *gate { return &gate{up: up, release: make(chan struct{})} }
+// newGate serves up behind a gate on a real HTTP server; the gate opens when the test ends.
+func newGate(t *testing.T, up http.Handler) (*gate, *httptest.Server) {
+	g := &gate{up: up, release: make(chan struct{})}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	t.Cleanup(g.open) // runs first: handlers return, so srv.Close does not wait on them
+	return g, srv
+}
+
+// open releases every held request, now and later.
+func (g *gate) open() { g.once.Do(func() { close(g.release) }) }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Read the body first: net/http notices a client that went away only once it has.
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	g.calls.Add(1)
 	n := g.inflight.Add(1)
 	defer g.inflight.Add(-1)
@@ -96,10 +115,7 @@ func TestAsyncLifecycle(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOpts{})
 	up, _ := providertest.Start(t, providertest.Config{})
-	g := newGate(up)
-	srv := httptest.NewServer(g)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(g.release) })
+	g, srv := newGate(t, up)
 	s.channel(map[string]any{"provider": "openai", "base_url": srv.URL + "/v1", "models": []string{"m"}})
 	s.price("m", 1, 1)
 	k := s.newKey(nil)
@@ -120,7 +136,7 @@ func TestAsyncLifecycle(t *testing.T) {
 	began := time.Now()
 	go func() { _, got := s.job(k.Key, j.ID, "?wait=30s"); done <- got }()
 	time.Sleep(100 * time.Millisecond) // let the long poll start waiting before the job is released
-	g.release <- struct{}{}
+	g.open()
 	got := <-done
 	if el := time.Since(began); got.Status != "succeeded" || el > 10*time.Second {
 		t.Fatalf("wait returned %s after %s, want succeeded promptly", got.Status, el)
@@ -261,13 +277,11 @@ func TestThousandQueuedJobs(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOpts{concurrency: 8})
 	up, _ := providertest.Start(t, providertest.Config{})
-	g := newGate(up)
-	close(g.release) // never block; only count
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	g, srv := newGate(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(2 * time.Millisecond) // hold the slot a moment so overlap is visible
-		g.ServeHTTP(w, r)
+		up.ServeHTTP(w, r)
 	}))
-	t.Cleanup(srv.Close)
+	g.open() // never block; only count
 	s.channel(map[string]any{"provider": "openai", "base_url": srv.URL + "/v1", "models": []string{"m"}})
 	k := s.newKey(nil)
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func asError[T error](err error, target *T) bool { return errors.As(err, target) }
@@ -35,3 +36,5 @@ func metric(t *testing.T, base, name string) float64 {
 	t.Fatalf("metric %s not found at %s", name, base)
 	return 0
 }
+
+var httpClient = http.Client{Timeout: 2 * time.Second}

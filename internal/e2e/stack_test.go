@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -57,7 +58,10 @@ type stackOpts struct {
 	ackWait     time.Duration
 	maxBody     int64
 	maxWaiting  int
+	hookRetry   time.Duration // the worker's WEBHOOK_RETRY_BASE (10s when zero)
+	noPrivate   bool          // ingress and worker refuse loopback/private webhook URLs
 	tune        func(*jobs.WorkerConfig)
+	noWorker    bool // the test starts its own workers
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -88,12 +92,14 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		Concurrency: o.concurrency, JobTimeout: o.jobTimeout, IdleTimeout: o.idleTimeout, MaxAttempts: 3,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, QueueMaxJobs: 10_000,
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, Retention: 24 * time.Hour, DBMaxConns: 8,
-		WebhookAllowPrivate: true}
-	s.ops, s.stopW = s.startWorker()
+		WebhookAllowPrivate: !o.noPrivate, WebhookRetryBase: o.hookRetry}
+	if !o.noWorker {
+		s.ops, s.stopW = s.startWorker()
+	}
 	icfg := ingress.Config{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL, AdminToken: adminToken,
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, MaxBodyBytes: o.maxBody,
 		MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting, KeyCacheTTL: 10 * time.Second, ChannelRefresh: time.Second,
-		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: true}
+		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate}
 	var addr string
 	s.stopI = run(t, "ingress", func(ctx context.Context, ln net.Listener, ready func(string)) error {
 		return ingress.Run(ctx, icfg, testLogger(t), ingress.Options{Listener: ln, Ready: ready})
@@ -279,3 +285,13 @@ func chatBody(model, text string) map[string]any {
 	return map[string]any{"model": model, "messages": []map[string]any{{"role": "user", "content": text}}}
 }
 
+
+// workerEnv is the environment of a worker process for this stack.
+func (s *stack) workerEnv(addr string, concurrency int) map[string]string {
+	return map[string]string{
+		"DATABASE_URL": s.db.URL, "NATS_URL": s.nats.URL, "SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey,
+		"WORKER_ADDR": addr, "WORKER_CONCURRENCY": fmt.Sprint(concurrency), "JOB_TIMEOUT": s.wcfg.JobTimeout.String(),
+		"UPSTREAM_IDLE_TIMEOUT": s.wcfg.IdleTimeout.String(), "JOB_ACK_WAIT": s.wcfg.AckWait.String(),
+		"CHANNEL_REFRESH": "1s", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true",
+	}
+}

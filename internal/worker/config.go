@@ -21,6 +21,8 @@ type Config struct {
 	MaxAttempts         int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
 	MaxResponseBytes    int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
+	WebhookConcurrency  int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
+	WebhookRetryBase    time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`
 	AckWait             time.Duration `env:"JOB_ACK_WAIT" envDefault:"60s"`
 	MaxAckPending       int           `env:"JOB_MAX_ACK_PENDING" envDefault:"4096"`
 	QueueMaxJobs        int64         `env:"QUEUE_MAX_JOBS" envDefault:"100000"`
@@ -50,6 +52,9 @@ func (c *Config) Validate() error {
 	check(c.ShutdownGrace >= 0, "SHUTDOWN_GRACE=%s: want >= 0", c.ShutdownGrace)
 	check(c.ChannelRefresh >= 100*time.Millisecond, "CHANNEL_REFRESH=%s: want at least 100ms", c.ChannelRefresh)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)
+	check(c.WebhookConcurrency >= 1 && c.WebhookConcurrency <= 1024, "WEBHOOK_CONCURRENCY=%d: want 1..1024", c.WebhookConcurrency)
+	check(c.WebhookRetryBase >= 10*time.Millisecond && c.WebhookRetryBase <= time.Hour,
+		"WEBHOOK_RETRY_BASE=%s: want 10ms..1h", c.WebhookRetryBase)
 	check(c.DBMaxConns >= 1, "DB_MAX_CONNS=%d: want at least 1", c.DBMaxConns)
 	return errors.Join(errs...)
 }

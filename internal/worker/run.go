@@ -96,6 +96,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		opts.Tune(&wcfg)
 	}
 	w := jobs.NewWorker(wcfg, nc, cons, st, router, log, jobs.NewMetrics(reg))
+	disp := jobs.NewDispatcher(jobs.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
+		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {
@@ -122,6 +124,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer func() { stopBG(); wg.Wait() }()
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
 	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg) })
+	wg.Go(func() { disp.Run(bgCtx) })
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ln) })
 	defer func() {

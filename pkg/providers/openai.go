@@ -8,48 +8,132 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/sluicehq/sluice/pkg/secret"
 )
 
 // OpenAI calls an OpenAI-compatible upstream: OpenAI itself, or xAI, DeepSeek, Groq,
-// Mistral, OpenRouter, vLLM or Ollama by base URL.
+// Mistral, OpenRouter, vLLM or Ollama by base URL, or an Azure OpenAI deployment (see
+// NewAzure). It passes chat completions, completions and embeddings through, and answers
+// Messages clients (/v1/messages) by translating to and from chat completions.
 type OpenAI struct {
+	name    string // the provider named in errors: "openai" or "azure"
 	client  *http.Client
-	baseURL string // e.g. https://api.openai.com/v1
+	baseURL string // e.g. https://api.openai.com/v1; may end in a query (Azure's api-version)
 	apiKey  secret.Secret
 	limits  Limits
+	// azure sends the key in an api-key header instead of Authorization: Bearer.
+	azure bool
+	// maxCompletion sends a translated request's cap as max_completion_tokens, which OpenAI's
+	// reasoning models require, rather than max_tokens, which other compatible servers know.
+	maxCompletion bool
 }
 
 // NewOpenAI returns an adapter for the upstream at baseURL (what the official SDK takes,
-// ending in /v1), using the shared client.
+// ending in /v1), using the shared client. A base URL on an Azure OpenAI host
+// (*.openai.azure.com, *.cognitiveservices.azure.com) is treated as NewAzure treats it.
 func NewOpenAI(client *http.Client, baseURL string, apiKey secret.Secret, limits Limits) *OpenAI {
-	return &OpenAI{client: client, baseURL: strings.TrimSuffix(baseURL, "/"), apiKey: apiKey, limits: limits.withDefaults()}
+	o := &OpenAI{name: openaiName, client: client, baseURL: trimBase(baseURL), apiKey: apiKey, limits: limits.withDefaults()}
+	if u, err := url.Parse(baseURL); err == nil {
+		host := strings.ToLower(u.Hostname())
+		o.azure = strings.HasSuffix(host, ".openai.azure.com") || strings.HasSuffix(host, ".cognitiveservices.azure.com")
+		o.maxCompletion = o.azure || host == "api.openai.com"
+	}
+	return o
 }
 
-const openaiName = "openai"
+// NewAzure returns an adapter for an Azure OpenAI deployment. baseURL names the deployment
+// and the API version, as in
+// https://RES.openai.azure.com/openai/deployments/DEPLOYMENT?api-version=2024-10-21 (or the
+// v1 API, https://RES.openai.azure.com/openai/v1); each endpoint's path is inserted before the
+// query, and the key goes in the api-key header. It fails if baseURL is not an absolute
+// http(s) URL.
+func NewAzure(client *http.Client, baseURL string, apiKey secret.Secret, limits Limits) (*OpenAI, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("azure base URL must be an absolute http(s) URL")
+	}
+	return &OpenAI{name: azureName, client: client, baseURL: trimBase(baseURL), apiKey: apiKey,
+		limits: limits.withDefaults(), azure: true, maxCompletion: true}, nil
+}
 
-// Do implements Provider.
+const (
+	openaiName = "openai"
+	azureName  = "azure"
+)
+
+// trimBase drops a trailing slash from a base URL's path, keeping any query.
+func trimBase(baseURL string) string {
+	path, query, hasQuery := strings.Cut(baseURL, "?")
+	path = strings.TrimSuffix(path, "/")
+	if hasQuery {
+		return path + "?" + query
+	}
+	return path
+}
+
+// endpointURL is the base URL with path appended before its query, if it has one.
+func (o *OpenAI) endpointURL(path string) string {
+	base, query, hasQuery := strings.Cut(o.baseURL, "?")
+	if hasQuery {
+		return base + path + "?" + query
+	}
+	return base + path
+}
+
+// Do implements Provider. A Messages request that chat completions cannot express (a
+// document block, a server tool) is a 400 *Error, without calling upstream.
 func (o *OpenAI) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
-	path := strings.TrimPrefix(req.Endpoint, "/v1")
+	if req.Endpoint == "/v1/messages" {
+		return o.messages(ctx, req, emit)
+	}
 	body := req.Body
 	if req.Stream {
 		var err error
 		if body, err = withIncludeUsage(body); err != nil {
-			return nil, &Error{Provider: openaiName, StatusCode: http.StatusBadRequest, Message: "body is not a JSON object"}
+			return nil, &Error{Provider: o.name, StatusCode: http.StatusBadRequest, Message: "body is not a JSON object"}
 		}
 	}
-	resp, br, stop, err := send(ctx, o.client, openaiName, o.limits, func(ctx context.Context) (*http.Request, error) {
-		r, err := http.NewRequestWithContext(ctx, http.MethodPost, o.baseURL+path, bytes.NewReader(body))
+	return o.post(ctx, req.Endpoint, body, req.Stream, func(status int, r io.Reader) (*Result, error) {
+		if req.Stream {
+			return o.stream(r, req.WantUsageChunk, emit)
+		}
+		b, err := readAll(r, o.limits.MaxResponseBytes)
+		if err != nil {
+			return nil, &Error{Provider: o.name, Err: readErr(err)}
+		}
+		var parsed struct {
+			Usage *Usage `json:"usage"`
+		}
+		if err := json.Unmarshal(b, &parsed); err != nil {
+			return nil, &Error{Provider: o.name, Err: fmt.Errorf("%w: %v", ErrBadResponse, err)}
+		}
+		return &Result{StatusCode: status, Body: b, Usage: parsed.Usage}, nil
+	})
+}
+
+// post sends body to endpoint and hands a 2xx answer's body to read. It owns the response
+// and releases it whatever read does.
+func (o *OpenAI) post(ctx context.Context, endpoint string, body []byte, stream bool,
+	read func(status int, body io.Reader) (*Result, error),
+) (*Result, error) {
+	target := o.endpointURL(strings.TrimPrefix(endpoint, "/v1"))
+	resp, br, stop, err := send(ctx, o.client, o.name, o.limits, func(ctx context.Context) (*http.Request, error) {
+		r, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
 		r.Header.Set("Content-Type", "application/json")
-		if req.Stream {
+		if stream {
 			r.Header.Set("Accept", "text/event-stream")
 		}
-		if o.apiKey != "" {
+		switch {
+		case o.apiKey == "":
+		case o.azure:
+			r.Header.Set("Api-Key", o.apiKey.Reveal())
+		default:
 			r.Header.Set("Authorization", "Bearer "+o.apiKey.Reveal())
 		}
 		return r, nil
@@ -60,22 +144,9 @@ func (o *OpenAI) Do(ctx context.Context, req *Request, emit func(Event) error) (
 	defer stop()
 	defer closeBody(resp)
 	if resp.StatusCode/100 != 2 {
-		return nil, statusError(openaiName, resp, br)
+		return nil, statusError(o.name, resp, br)
 	}
-	if req.Stream {
-		return o.stream(br, req.WantUsageChunk, emit)
-	}
-	b, err := readAll(br, o.limits.MaxResponseBytes)
-	if err != nil {
-		return nil, &Error{Provider: openaiName, Err: readErr(err)}
-	}
-	var parsed struct {
-		Usage *Usage `json:"usage"`
-	}
-	if err := json.Unmarshal(b, &parsed); err != nil {
-		return nil, &Error{Provider: openaiName, Err: fmt.Errorf("%w: %v", ErrBadResponse, err)}
-	}
-	return &Result{StatusCode: resp.StatusCode, Body: b, Usage: parsed.Usage}, nil
+	return read(resp.StatusCode, br)
 }
 
 // stream forwards each chunk and keeps the usage from the final chunk. A stream that ends
@@ -89,7 +160,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 			if errors.Is(err, io.EOF) {
 				err = ErrTruncated
 			}
-			return res, &Error{Provider: openaiName, Err: readErr(err)}
+			return res, &Error{Provider: o.name, Err: readErr(err)}
 		}
 		if string(ev.Data) == "[DONE]" {
 			return res, nil
@@ -103,10 +174,10 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 			} `json:"error"`
 		}
 		if err := json.Unmarshal(ev.Data, &chunk); err != nil {
-			return res, &Error{Provider: openaiName, Err: fmt.Errorf("%w: stream chunk: %v", ErrBadResponse, err)}
+			return res, &Error{Provider: o.name, Err: fmt.Errorf("%w: stream chunk: %v", ErrBadResponse, err)}
 		}
 		if chunk.Error != nil {
-			return res, &Error{Provider: openaiName, StatusCode: http.StatusBadGateway, Type: chunk.Error.Type,
+			return res, &Error{Provider: o.name, StatusCode: http.StatusBadGateway, Type: chunk.Error.Type,
 				Message: chunk.Error.Message}
 		}
 		if chunk.Usage != nil {
@@ -116,7 +187,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 			}
 		}
 		if err := emit(Event{Data: ev.Data}); err != nil {
-			return res, &Error{Provider: openaiName, Err: err}
+			return res, &Error{Provider: o.name, Err: err}
 		}
 	}
 }
@@ -142,10 +213,13 @@ func withIncludeUsage(body []byte) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// readErr names a body that ended early.
+// readErr names a body that ended early, and an SSE line over the limit.
 func readErr(err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: %v", ErrTruncated, err)
+	case errors.Is(err, errLineTooLong):
+		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
 	return err
 }

@@ -9,8 +9,11 @@ import (
 
 // Kinds of provider a channel can name.
 const (
-	KindOpenAI = "openai"
-	KindFake   = "fake"
+	KindOpenAI    = "openai"
+	KindAzure     = "azure"
+	KindAnthropic = "anthropic"
+	KindGemini    = "gemini"
+	KindFake      = "fake"
 )
 
 // Registry builds adapters for channels. It owns one shared HTTP client per provider family,
@@ -23,12 +26,16 @@ type Registry struct {
 // NewRegistry returns a Registry whose clients are sized by cfg and whose calls obey limits.
 func NewRegistry(cfg ClientConfig, limits Limits) *Registry {
 	return &Registry{limits: limits.withDefaults(), http: map[string]*http.Client{
-		KindOpenAI: NewHTTPClient(cfg),
+		KindOpenAI:    NewHTTPClient(cfg),
+		KindAzure:     NewHTTPClient(cfg),
+		KindAnthropic: NewHTTPClient(cfg),
+		KindGemini:    NewHTTPClient(cfg),
 	}}
 }
 
-// Build returns the adapter for a channel. It fails for an unknown provider kind or a bad
-// base URL.
+// Build returns the adapter for a channel. An empty base URL means the provider's public
+// API, except for azure, whose base URL names the deployment. It fails for an unknown
+// provider kind or a bad base URL.
 func (r *Registry) Build(kind, baseURL string, apiKey secret.Secret) (Provider, error) {
 	switch kind {
 	case KindOpenAI:
@@ -36,6 +43,22 @@ func (r *Registry) Build(kind, baseURL string, apiKey secret.Secret) (Provider, 
 			baseURL = "https://api.openai.com/v1"
 		}
 		return NewOpenAI(r.http[KindOpenAI], baseURL, apiKey, r.limits), nil
+	case KindAzure:
+		p, err := NewAzure(r.http[KindAzure], baseURL, apiKey, r.limits)
+		if err != nil {
+			return nil, err // not p: a nil *OpenAI in a Provider is not a nil Provider
+		}
+		return p, nil
+	case KindAnthropic:
+		if baseURL == "" {
+			baseURL = "https://api.anthropic.com"
+		}
+		return NewAnthropic(r.http[KindAnthropic], baseURL, apiKey, r.limits), nil
+	case KindGemini:
+		if baseURL == "" {
+			baseURL = geminiBaseURL
+		}
+		return NewGemini(r.http[KindGemini], baseURL, apiKey, r.limits), nil
 	case KindFake:
 		return NewFake(baseURL)
 	}
@@ -44,7 +67,11 @@ func (r *Registry) Build(kind, baseURL string, apiKey secret.Secret) (Provider, 
 
 // Known reports whether kind is a provider Build accepts.
 func Known(kind string) bool {
-	return kind == KindOpenAI || kind == KindFake
+	switch kind {
+	case KindOpenAI, KindAzure, KindAnthropic, KindGemini, KindFake:
+		return true
+	}
+	return false
 }
 
 // CloseIdle closes idle upstream connections (at shutdown).

@@ -1,0 +1,278 @@
+package jobs
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// DeliveryStore is what the webhook dispatcher needs from Postgres.
+type DeliveryStore interface {
+	ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]store.Delivery, error)
+	MarkDelivered(ctx context.Context, jobID string, status int) error
+	MarkFailed(ctx context.Context, jobID string, attempt, status int, errText string, next time.Time) error
+	GiveUp(ctx context.Context, jobID string, attempt, status int, errText string) error
+}
+
+// DispatcherConfig tunes a Dispatcher. Zero fields take the defaults noted.
+type DispatcherConfig struct {
+	Concurrency    int           // attempts in flight in this process (8)
+	PollInterval   time.Duration // how often to look for due deliveries when no job ends (1s)
+	RetryBase      time.Duration // wait after the first failed attempt, doubled each time, with jitter (10s)
+	RetryMax       time.Duration // cap on one wait (1h)
+	GiveUpAfter    time.Duration // no attempt starts later than this after the delivery was created (24h)
+	AttemptTimeout time.Duration // one POST, from dial to the end of the answer (10s)
+	// Lease is how long a claimed delivery stays hidden from other dispatchers: a dispatcher
+	// that dies mid-attempt hands it back after this long (1m; never under AttemptTimeout +
+	// the time allowed to record the result, so a live attempt is never sent twice at once).
+	Lease time.Duration
+	// AllowPrivate lets deliveries reach loopback, private and link-local addresses
+	// (WEBHOOK_ALLOW_PRIVATE). Otherwise the dialled address is checked on every connection.
+	AllowPrivate bool
+}
+
+// recordTimeout bounds writing an attempt's result to Postgres.
+const recordTimeout = 5 * time.Second
+
+func (c DispatcherConfig) withDefaults() DispatcherConfig {
+	c.Concurrency = cmp.Or(c.Concurrency, 8)
+	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	c.RetryBase = cmp.Or(c.RetryBase, 10*time.Second)
+	c.RetryMax = cmp.Or(c.RetryMax, time.Hour)
+	c.GiveUpAfter = cmp.Or(c.GiveUpAfter, 24*time.Hour)
+	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, 10*time.Second)
+	c.Lease = max(cmp.Or(c.Lease, time.Minute), c.AttemptTimeout+recordTimeout+5*time.Second)
+	return c
+}
+
+// Dispatcher POSTs the job object of every ended job that has a webhook URL to that URL,
+// signed with the key's webhook secret, retrying with backoff until the receiver answers 2xx
+// or GiveUpAfter has passed. Deliveries live in Postgres (store.Delivery), so any number of
+// worker processes can each run a Dispatcher, and restarts lose nothing.
+type Dispatcher struct {
+	cfg       DispatcherConfig
+	st        DeliveryStore
+	nc        *nats.Conn
+	http      *http.Client
+	closeIdle func() // closes the client's idle connections
+	log       *slog.Logger
+}
+
+// NewDispatcher returns a Dispatcher. nc wakes it when jobs end; it may be nil, and the
+// dispatcher then finds deliveries by polling alone.
+func NewDispatcher(cfg DispatcherConfig, st DeliveryStore, nc *nats.Conn, log *slog.Logger) *Dispatcher {
+	cfg = cfg.withDefaults()
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	if !cfg.AllowPrivate {
+		dialer.Control = guardDial // the address actually dialled, after DNS, every time
+	}
+	tr := &http.Transport{
+		Proxy:                 nil, // a proxy would be what guardDial checks, not the receiver
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: cfg.AttemptTimeout,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+	}
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse // a redirect is an answer (not 2xx), never followed
+	}}
+	return &Dispatcher{cfg: cfg, st: st, nc: nc, http: client, closeIdle: tr.CloseIdleConnections,
+		log: log.With("component", "webhook")}
+}
+
+// Run delivers webhooks until ctx is done, then lets attempts in flight finish (each is
+// bounded by AttemptTimeout) and returns once every goroutine it started has exited. It runs
+// Concurrency sender goroutines and never claims more deliveries than there are idle
+// senders. It looks for due deliveries whenever a job ends (one subscription to done events)
+// and every PollInterval; if it cannot subscribe, it logs that and relies on polling.
+func (d *Dispatcher) Run(ctx context.Context) {
+	wake := make(chan struct{}, 1)
+	if d.nc != nil {
+		sub, err := d.nc.Subscribe(DonePrefix+"*", func(*nats.Msg) {
+			select {
+			case wake <- struct{}{}:
+			default: // a wake-up is already pending
+			}
+		})
+		if err != nil {
+			d.log.ErrorContext(ctx, "subscribe to done events; webhooks wait for the next poll", "err", err)
+		} else {
+			defer func() { _ = sub.Unsubscribe() }()
+		}
+	}
+	defer d.closeIdle() // after the senders have stopped (defers run last-in first-out)
+
+	// Attempts outlive ctx (bounded by AttemptTimeout), so that a shutdown does not cut a
+	// receiver off mid-answer and leave the delivery to wait out its lease.
+	sendCtx := context.WithoutCancel(ctx)
+	work := make(chan store.Delivery)
+	free := make(chan struct{}, d.cfg.Concurrency) // one token per idle sender
+	var senders sync.WaitGroup
+	for range d.cfg.Concurrency {
+		free <- struct{}{}
+		senders.Go(func() {
+			for del := range work {
+				d.deliver(sendCtx, del)
+				free <- struct{}{}
+			}
+		})
+	}
+	defer func() { close(work); senders.Wait() }()
+
+	tick := time.NewTicker(d.cfg.PollInterval)
+	defer tick.Stop()
+	for takeSlot(ctx, free) {
+		k := 1 + drain(free)
+		dels, err := d.st.ClaimDeliveries(ctx, k, d.cfg.Lease)
+		if err != nil && ctx.Err() == nil {
+			d.log.WarnContext(ctx, "claim webhook deliveries", "err", err)
+		}
+		for _, del := range dels {
+			work <- del // k senders are idle, or about to be
+		}
+		for range k - len(dels) {
+			free <- struct{}{}
+		}
+		switch {
+		case len(dels) == k:
+			continue // there may be more due right now
+		case err != nil:
+			pause(ctx, d.cfg.PollInterval) // Postgres away: don't spin on every done event
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// deliver makes one attempt and records its result. It never logs the body or the secret.
+func (d *Dispatcher) deliver(ctx context.Context, del store.Delivery) {
+	log := d.log.With("job_id", del.Job.ID, "key_id", del.Job.KeyID, "attempt", del.Attempt)
+	began := time.Now()
+	status, err := d.post(ctx, del)
+	elapsed := time.Since(began)
+	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	if err == nil && status/100 == 2 {
+		if err := d.st.MarkDelivered(rctx, del.Job.ID, status); err != nil {
+			// The lease runs out and the receiver gets the job again: at least once.
+			log.WarnContext(ctx, "record webhook delivery", "err", err)
+			return
+		}
+		log.InfoContext(ctx, "webhook delivered", "status", status, "elapsed", elapsed)
+		return
+	}
+	errText := fmt.Sprintf("receiver answered HTTP %d", status)
+	if err != nil {
+		errText = err.Error()
+	}
+	giveUpAt := del.CreatedAt.Add(d.cfg.GiveUpAfter)
+	if errors.Is(err, errBadURL) || !time.Now().Before(giveUpAt) {
+		if err := d.st.GiveUp(rctx, del.Job.ID, del.Attempt, status, errText); err != nil {
+			log.WarnContext(ctx, "record webhook give-up", "err", err)
+			return
+		}
+		log.ErrorContext(ctx, "webhook delivery abandoned", "status", status, "err", errText,
+			"since", time.Since(del.CreatedAt).Round(time.Second))
+		return
+	}
+	next := time.Now().Add(d.backoff(del.Attempt))
+	if next.After(giveUpAt) {
+		next = giveUpAt // one last try at the give-up time
+	}
+	if err := d.st.MarkFailed(rctx, del.Job.ID, del.Attempt, status, errText, next); err != nil {
+		log.WarnContext(ctx, "record webhook failure", "err", err)
+		return
+	}
+	log.WarnContext(ctx, "webhook attempt failed; retrying", "status", status, "err", errText, "elapsed", elapsed,
+		"retry_in", time.Until(next).Round(time.Millisecond))
+}
+
+// errBadURL means the stored webhook URL cannot make a request: no retry can help.
+var errBadURL = errors.New("webhook URL is not usable")
+
+// post sends the signed job object and returns the receiver's status. Errors never carry
+// the URL, which may hold the receiver's own credentials.
+func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
+	defer cancel()
+	var body bytes.Buffer
+	// Encoded exactly as the ingress writes GET /v1/jobs/{id}, trailing newline included.
+	if err := json.NewEncoder(&body).Encode(Object(&del.Job)); err != nil {
+		return 0, fmt.Errorf("encode job object: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(body.Bytes()))
+	if err != nil {
+		return 0, errBadURL
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "Sluice-Webhook/1")
+	req.Header.Set("Sluice-Job-Id", del.Job.ID)
+	req.Header.Set("Sluice-Signature", sign(del.Secret.Reveal(), time.Now().Unix(), body.Bytes()))
+	resp, err := d.http.Do(req)
+	if err != nil {
+		if uerr, ok := errors.AsType[*url.Error](err); ok {
+			err = uerr.Err
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, fmt.Errorf("no answer within %s", d.cfg.AttemptTimeout)
+		}
+		return 0, err
+	}
+	defer closeWebhookBody(resp)
+	return resp.StatusCode, nil
+}
+
+// sign returns the Sluice-Signature header value for body sent at unix time t:
+// "t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>".
+func sign(secret string, t int64, body []byte) string {
+	ts := strconv.FormatInt(t, 10)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts))
+	mac.Write([]byte("."))
+	mac.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// backoff is the wait after failed attempt n (from 1): RetryBase doubled n-1 times, capped at
+// RetryMax, with jitter in [d/2, d] so that receivers coming back are not hit all at once.
+func (d *Dispatcher) backoff(n int) time.Duration {
+	w := d.cfg.RetryBase
+	for i := 1; i < n && w < d.cfg.RetryMax; i++ { // doubling in a loop cannot overflow
+		w *= 2
+	}
+	w = min(w, d.cfg.RetryMax)
+	return w/2 + rand.N(w/2+1)
+}
+
+// closeWebhookBody releases a receiver's answer: it drains at most 64 KiB, so a small
+// remainder lets the connection be reused while a huge or endless one cannot stall a sender,
+// then closes the body. It is the only place the dispatcher closes a response body.
+func closeWebhookBody(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	_ = resp.Body.Close()
+}
