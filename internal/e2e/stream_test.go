@@ -91,8 +91,8 @@ func TestStreamingThroughSDK(t *testing.T) {
 	var status string
 	var charged int
 	if err := s.db.Pool.QueryRow(ctx, `SELECT status, (SELECT count(*) FROM usage_ledger l WHERE l.job_id = j.id)
-		FROM jobs j WHERE model = 'm-cut'`).Scan(&status, &charged); err != nil || status != "failed" || charged != 1 {
-		t.Errorf("cut stream job: status %q ledger rows %d err %v; want failed and charged for what was sent", status, charged, err)
+		FROM jobs j WHERE model = 'm-cut'`).Scan(&status, &charged); err != nil || status != "failed" || charged != 0 {
+		t.Errorf("cut stream job: status %q ledger rows %d err %v; want failed, and not charged: the upstream reported no usage", status, charged, err)
 	}
 }
 

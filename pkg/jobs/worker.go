@@ -317,7 +317,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if !time.Now().Before(deadline) {
-		w.finish(recordCtx, log, msg, job, rep, timeoutOutcome(0, nil, ""))
+		w.finish(recordCtx, log, msg, job, rep, timeoutOutcome(nil, ""))
 		return
 	}
 
@@ -520,7 +520,8 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *repli
 		}
 		if emitted > 0 { // the caller has part of a stream: it cannot be retried
 			out := upstreamFailure(perr, attempt)
-			out.usage, out.charge, out.channelID = streamUsage(job, res, emitted), true, rt.Channel.ID
+			out.usage, out.channelID = reportedUsage(res), rt.Channel.ID
+			out.charge = out.usage != nil
 			return out
 		}
 		if !perr.Retryable() {
@@ -551,37 +552,46 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1) // jitter in [d/2, d]
 }
 
-// ended says how a job whose context ended came out: timeout, cancel or shutdown.
+// ended says how a job whose context ended came out: timeout, cancel or shutdown. Only a
+// caller who left mid-answer is charged an estimate when the upstream reported no usage
+// (the upstream did the work on their behalf); otherwise only reported usage is charged.
 func (w *Worker) ended(ctx context.Context, job *Job, res *providers.Result, emitted int, channelID string,
 	last *providers.Error,
 ) outcome {
 	cause := context.Cause(ctx)
-	var usage *store.Usage
-	if emitted > 0 || (res != nil && res.Usage != nil) {
-		usage = streamUsage(job, res, emitted)
-	}
+	reported := reportedUsage(res)
 	switch {
 	case errors.Is(cause, ErrCanceled):
-		return outcome{status: store.StatusCanceled, code: 499, usage: usage, channelID: channelID,
+		return outcome{status: store.StatusCanceled, code: 499, usage: reported, channelID: channelID,
 			err: &APIError{Status: 499, Type: "canceled", Code: "job_canceled", Message: "the job was canceled"}}
 	case errors.Is(cause, ErrClientGone):
-		// The upstream did the work up to here and bills for it, so the key pays for it.
+		usage := reported
+		if usage == nil && emitted > 0 {
+			usage = streamUsage(job, res, emitted)
+		}
 		return outcome{status: store.StatusCanceled, code: 499, usage: usage, charge: usage != nil, channelID: channelID,
 			err: &APIError{Status: 499, Type: "canceled", Code: "client_closed_request", Message: "the client closed the request"}}
 	case errors.Is(cause, ErrShutdown):
-		out := outcome{status: store.StatusFailed, code: http.StatusServiceUnavailable, usage: usage, charge: usage != nil,
+		return outcome{status: store.StatusFailed, code: http.StatusServiceUnavailable, usage: reported, charge: reported != nil,
 			channelID: channelID, err: &APIError{Status: http.StatusServiceUnavailable, Type: "overloaded_error",
 				Code: "worker_shutdown", RetryAfter: 1, Message: "the worker running this job shut down mid-answer"}}
-		return out
 	default:
-		return timeoutOutcome(emitted, usage, channelID)
+		return timeoutOutcome(reported, channelID)
 	}
 }
 
-func timeoutOutcome(emitted int, usage *store.Usage, channelID string) outcome {
-	return outcome{status: store.StatusFailed, code: http.StatusGatewayTimeout, usage: usage, charge: usage != nil && emitted > 0,
+func timeoutOutcome(usage *store.Usage, channelID string) outcome {
+	return outcome{status: store.StatusFailed, code: http.StatusGatewayTimeout, usage: usage, charge: usage != nil,
 		channelID: channelID, err: &APIError{Status: http.StatusGatewayTimeout, Type: "timeout_error", Code: "job_timeout",
 			Message: "no result within the job's deadline"}}
+}
+
+// reportedUsage is the usage the upstream reported, or nil.
+func reportedUsage(res *providers.Result) *store.Usage {
+	if res == nil || res.Usage == nil {
+		return nil
+	}
+	return &store.Usage{PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens}
 }
 
 func success(job *Job, res *providers.Result, emitted int, channelID string) outcome {
