@@ -89,7 +89,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	}
 	s.tune = o.tune
 	s.wcfg = worker.Config{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL, EncryptionKey: secret.Secret(s.db.EncryptionKey),
-		Concurrency: o.concurrency, JobTimeout: o.jobTimeout, IdleTimeout: o.idleTimeout, MaxAttempts: 3,
+		Concurrency: o.concurrency, JobTimeout: o.jobTimeout, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, QueueMaxJobs: 10_000,
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, Retention: 24 * time.Hour, DBMaxConns: 8,
 		WebhookAllowPrivate: !o.noPrivate, WebhookRetryBase: o.hookRetry}

@@ -220,6 +220,11 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	defer timer.Stop()
 	for {
 		select {
+		case <-s.mux.Reconnected():
+			// Replies sent while NATS was away are lost; the result may already be stored.
+			if a.fromStore() {
+				return
+			}
 		case m := <-replies:
 			rep, err := jobs.ParseReply(m)
 			if err != nil {
@@ -229,6 +234,9 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 				return
 			}
 		case <-timer.C:
+			if a.fromStore() {
+				return
+			}
 			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
 			a.fail(apiError(http.StatusGatewayTimeout, "timeout_error", "job_timeout", "No result within the job's deadline."))
 			return
@@ -371,6 +379,24 @@ func (a *answer) final(f *jobs.Final) {
 	a.w.Header().Set("Content-Type", "application/json")
 	a.w.WriteHeader(f.StatusCode)
 	_, _ = a.w.Write(body)
+}
+
+// fromStore answers from Postgres if the job has already ended there (its reply was lost);
+// it returns false if the job is still running.
+func (a *answer) fromStore() bool {
+	row, err := a.s.store.Job(a.r.Context(), a.job.KeyID, a.job.ID)
+	if err != nil || !row.Terminal() {
+		return false
+	}
+	f := jobs.FinalFromJob(&row)
+	if a.job.Stream && !a.started && f.Status == store.StatusSucceeded {
+		a.fail(apiError(http.StatusBadGateway, "upstream_error", "stream_lost",
+			"The job succeeded but its stream was lost in transit; read it with GET /v1/jobs/"+a.job.ID+"."))
+		return true
+	}
+	a.gap = true // the body comes from the stored row
+	a.final(f)
+	return true
 }
 
 func (a *answer) fail(err error) {

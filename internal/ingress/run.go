@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -60,6 +61,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return err
 	}
 	defer func() { _ = mux.Close() }()
+	nc.SetReconnectHandler(func(*nats.Conn) {
+		log.Info("nats reconnected")
+		mux.NoteReconnect()
+	})
 	done, err := jobs.NewDoneHub(nc)
 	if err != nil {
 		return err

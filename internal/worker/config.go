@@ -18,6 +18,7 @@ type Config struct {
 	Concurrency         int           `env:"WORKER_CONCURRENCY" envDefault:"64"`
 	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
 	IdleTimeout         time.Duration `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"5m"`
+	IdleConnTimeout     time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
 	MaxAttempts         int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
 	MaxResponseBytes    int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
@@ -44,6 +45,7 @@ func (c *Config) Validate() error {
 	check(c.Concurrency >= 1 && c.Concurrency <= 100_000, "WORKER_CONCURRENCY=%d: want 1..100000", c.Concurrency)
 	check(c.JobTimeout >= time.Second && c.JobTimeout <= 24*time.Hour, "JOB_TIMEOUT=%s: want 1s..24h", c.JobTimeout)
 	check(c.IdleTimeout >= 100*time.Millisecond, "UPSTREAM_IDLE_TIMEOUT=%s: want at least 100ms", c.IdleTimeout)
+	check(c.IdleConnTimeout >= time.Second, "UPSTREAM_IDLE_CONN_TIMEOUT=%s: want at least 1s", c.IdleConnTimeout)
 	check(c.MaxAttempts >= 1 && c.MaxAttempts <= 20, "UPSTREAM_MAX_ATTEMPTS=%d: want 1..20", c.MaxAttempts)
 	check(c.MaxResponseBytes >= 1<<20, "UPSTREAM_MAX_RESPONSE_BYTES=%d: want at least 1048576", c.MaxResponseBytes)
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)

@@ -77,7 +77,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry := providers.NewRegistry(
-		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cfg.IdleTimeout},
+		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cfg.IdleTimeout,
+			IdleConnTimeout: cfg.IdleConnTimeout},
 		providers.Limits{IdleTimeout: cfg.IdleTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
 	defer registry.CloseIdle()
 	router := jobs.NewRouter(st, registry.Build, log)

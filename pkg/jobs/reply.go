@@ -120,11 +120,12 @@ type Mux struct {
 	mu      sync.Mutex
 	waiters map[string]chan *nats.Msg
 	dropped atomic.Int64
+	recon   chan struct{} // closed at the next reconnect
 }
 
 // NewMux subscribes to this process's reply subjects. Call Close when done.
 func NewMux(nc *nats.Conn) (*Mux, error) {
-	m := &Mux{prefix: replyPrefix + nuid.Next() + ".", waiters: map[string]chan *nats.Msg{}}
+	m := &Mux{prefix: replyPrefix + nuid.Next() + ".", waiters: map[string]chan *nats.Msg{}, recon: make(chan struct{})}
 	sub, err := nc.Subscribe(m.prefix+"*", m.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to replies: %w", err)
@@ -166,6 +167,23 @@ func (m *Mux) Register(buf int) (subject string, ch <-chan *nats.Msg, done func(
 		delete(m.waiters, tok)
 		m.mu.Unlock()
 	}
+}
+
+// Reconnected returns a channel that is closed at the next NATS reconnect: replies sent
+// while the connection was down are lost, so waiters should then look in Postgres.
+func (m *Mux) Reconnected() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.recon
+}
+
+// NoteReconnect wakes everyone waiting on Reconnected; call it from the connection's
+// reconnect handler.
+func (m *Mux) NoteReconnect() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	close(m.recon)
+	m.recon = make(chan struct{})
 }
 
 // Waiting returns the number of registered waiters.

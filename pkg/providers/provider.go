@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,6 +138,8 @@ func (l Limits) withDefaults() Limits {
 type ClientConfig struct {
 	// MaxConnsPerHost caps connections to one upstream host; set it to the worker's concurrency.
 	MaxConnsPerHost int
+	// IdleConnTimeout is how long an idle upstream connection is kept for reuse (90s).
+	IdleConnTimeout time.Duration
 	// ResponseHeaderTimeout is how long to wait for response headers (a non-stream LLM call
 	// sends them only when the whole answer is ready, so keep it long).
 	ResponseHeaderTimeout time.Duration
@@ -163,7 +166,7 @@ func NewHTTPClient(cfg ClientConfig) *http.Client {
 		MaxConnsPerHost:       conns,
 		MaxIdleConns:          conns,
 		MaxIdleConnsPerHost:   conns,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       cmp.Or(cfg.IdleConnTimeout, 90*time.Second),
 		ForceAttemptHTTP2:     true,
 	}
 	return &http.Client{

@@ -2,6 +2,7 @@
 package jobstest
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -13,7 +14,9 @@ import (
 type Server struct {
 	*server.Server
 	// URL is the client URL, for binaries started by the test.
-	URL string
+	URL  string
+	dir  string
+	port int
 }
 
 // NewServer starts a JetStream server whose store lives in a temp dir; it is shut down when
@@ -34,7 +37,7 @@ func newServer(t testing.TB, dir string, port int) *Server {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server not ready")
 	}
-	s := &Server{Server: ns, URL: ns.ClientURL()}
+	s := &Server{Server: ns, URL: ns.ClientURL(), dir: dir, port: ns.Addr().(*net.TCPAddr).Port}
 	t.Cleanup(s.Stop)
 	return s
 }
@@ -61,4 +64,16 @@ func Connect(t testing.TB, url string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// Restart shuts the server down and starts a new one on the same port and store directory,
+// as a NATS restart would; clients with reconnects on find it again on their own. down, if
+// set, runs while the server is away.
+func (s *Server) Restart(t testing.TB, down func()) *Server {
+	t.Helper()
+	s.Stop()
+	if down != nil {
+		down()
+	}
+	return newServer(t, s.dir, s.port)
 }
