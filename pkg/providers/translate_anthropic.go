@@ -476,23 +476,10 @@ func chatFromMessages(provider string, body []byte, maxCompletion bool) (*chatRe
 			}
 			out.Messages = append(out.Messages, msgs...)
 		case "assistant":
-			msg := chatMessage{Role: "assistant"}
-			var text strings.Builder
-			for j, b := range m.Content {
-				switch b.Type {
-				case "text":
-					text.WriteString(b.Text)
-				case "tool_use":
-					msg.ToolCalls = append(msg.ToolCalls, chatToolCall{ID: b.ID, Type: "function",
-						Function: chatFunctionCall{Name: b.Name, Arguments: compactArgs(b.Input)}})
-				case "thinking", "redacted_thinking":
-					// Another model's reasoning means nothing to this one.
-				default:
-					return nil, invalidRequest(provider, "messages[%d].content[%d]: block type %q is not supported by %s",
-						i, j, b.Type, provider)
-				}
+			msg, err := chatFromAssistantBlocks(provider, i, m.Content)
+			if err != nil {
+				return nil, err
 			}
-			msg.Content = textContent(text.String())
 			if msg.Content != nil || len(msg.ToolCalls) > 0 {
 				out.Messages = append(out.Messages, msg)
 			}
@@ -500,34 +487,70 @@ func chatFromMessages(provider string, body []byte, maxCompletion bool) (*chatRe
 			return nil, invalidRequest(provider, "messages[%d]: role %q is not supported", i, m.Role)
 		}
 	}
+	tools, choice, parallel, err := chatToolsFromMessages(provider, &in)
+	if err != nil {
+		return nil, err
+	}
+	out.Tools, out.ToolChoice, out.ParallelToolCalls = tools, choice, parallel
+	return out, nil
+}
+
+// chatFromAssistantBlocks translates assistant message i: text joined into the content,
+// tool_use blocks into tool calls, and thinking dropped (another model's reasoning means
+// nothing to this one).
+func chatFromAssistantBlocks(provider string, i int, blocks anthContent) (chatMessage, error) {
+	msg := chatMessage{Role: "assistant"}
+	var text strings.Builder
+	for j, b := range blocks {
+		switch b.Type {
+		case "text":
+			text.WriteString(b.Text)
+		case "tool_use":
+			msg.ToolCalls = append(msg.ToolCalls, chatToolCall{ID: b.ID, Type: "function",
+				Function: chatFunctionCall{Name: b.Name, Arguments: compactArgs(b.Input)}})
+		case "thinking", "redacted_thinking":
+		default:
+			return chatMessage{}, invalidRequest(provider, "messages[%d].content[%d]: block type %q is not supported by %s",
+				i, j, b.Type, provider)
+		}
+	}
+	msg.Content = textContent(text.String())
+	return msg, nil
+}
+
+// chatToolsFromMessages translates tools, tool_choice and disable_parallel_tool_use. Server
+// tools (web search, code execution …) run at Anthropic and have no chat form.
+func chatToolsFromMessages(provider string, in *messagesRequest) ([]chatTool, json.RawMessage, *bool, error) {
+	var tools []chatTool
 	for i, t := range in.Tools {
 		if t.Type != "" && t.Type != "custom" {
-			return nil, invalidRequest(provider, "tools[%d]: tool type %q is not supported by %s", i, t.Type, provider)
+			return nil, nil, nil, invalidRequest(provider, "tools[%d]: tool type %q is not supported by %s", i, t.Type, provider)
 		}
-		out.Tools = append(out.Tools, chatTool{Type: "function",
+		tools = append(tools, chatTool{Type: "function",
 			Function: chatFunction{Name: t.Name, Description: t.Description, Parameters: t.InputSchema}})
 	}
-	if tc := in.ToolChoice; tc != nil && len(out.Tools) > 0 {
-		var choice any
-		switch tc.Type {
-		case "auto":
-			choice = "auto"
-		case "any":
-			choice = "required"
-		case "none":
-			choice = "none"
-		case "tool":
-			choice = chatFunctionChoice{Type: "function", Function: chatFuncName{Name: tc.Name}}
-		default:
-			return nil, invalidRequest(provider, "tool_choice type %q is not supported", tc.Type)
-		}
-		out.ToolChoice = mustMarshal(choice)
-		if tc.DisableParallelToolUse {
-			f := false
-			out.ParallelToolCalls = &f
-		}
+	tc := in.ToolChoice
+	if tc == nil || len(tools) == 0 {
+		return tools, nil, nil, nil
 	}
-	return out, nil
+	var choice any
+	switch tc.Type {
+	case "auto":
+		choice = "auto"
+	case "any":
+		choice = "required"
+	case "none":
+		choice = "none"
+	case "tool":
+		choice = chatFunctionChoice{Type: "function", Function: chatFuncName{Name: tc.Name}}
+	default:
+		return nil, nil, nil, invalidRequest(provider, "tool_choice type %q is not supported", tc.Type)
+	}
+	var parallel *bool
+	if tc.DisableParallelToolUse {
+		parallel = new(bool)
+	}
+	return tools, mustMarshal(choice), parallel, nil
 }
 
 // chatFromUserBlocks translates user message i: its tool results become tool messages,
@@ -700,7 +723,10 @@ func (s *eventsFromChunks) chunk(data []byte) (events []Event, done bool, err er
 		return nil, false, &Error{Provider: s.provider, StatusCode: http.StatusBadGateway, Type: c.Error.Type,
 			Message: c.Error.Message}
 	}
-	if s.id == "" {
+	if !s.started {
+		if len(c.Choices) == 0 && c.Usage == nil {
+			return nil, false, nil // Azure's prompt_filter_results chunk, before the answer: no id, no model
+		}
 		s.id, s.model = c.ID, c.Model
 	}
 	events = s.start(events)

@@ -155,6 +155,9 @@ func geminiFromChat(provider string, body []byte) (*geminiRequest, string, error
 				if p.Type != "text" {
 					return nil, "", invalidRequest(provider, "messages[%d]: a %s message may hold only text", i, m.Role)
 				}
+				if p.Text == "" {
+					continue // Gemini rejects a part with no data
+				}
 				if out.SystemInstruction == nil {
 					out.SystemInstruction = &geminiContent{}
 				}
@@ -163,6 +166,9 @@ func geminiFromChat(provider string, body []byte) (*geminiRequest, string, error
 		case "user":
 			var parts []geminiPart
 			for j, p := range m.Content {
+				if p.Type == "text" && p.Text == "" {
+					continue
+				}
 				part, err := geminiPartFromChat(p)
 				if err != nil {
 					return nil, "", invalidRequest(provider, "messages[%d].content[%d]: %v", i, j, err)

@@ -21,7 +21,7 @@ func TestGeminiFromChat(t *testing.T) {
 		{
 			name: "system, text, image, generation config",
 			chat: `{"model":"models/gemini-2.5-flash","max_completion_tokens":64,"temperature":0.1,"top_p":0.5,"stop":"END",
-				"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"what?"},
+				"messages":[{"role":"system","content":"Be brief."},{"role":"developer","content":""},{"role":"user","content":[{"type":"text","text":"what?"},{"type":"text","text":""},
 					{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}},
 					{"type":"image_url","image_url":{"url":"https://example.com/a/cat.webp?size=2"}}]},
 				{"role":"assistant","content":"A cat."},{"role":"user","content":"sure?"}]}`,

@@ -786,6 +786,7 @@ func TestEventsFromChunks(t *testing.T) {
 		tr := newEventsFromChunks("openai")
 		var events []Event
 		for _, c := range []string{
+			`{"id":"","object":"","created":0,"model":"","choices":[],"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}`,
 			`{"id":"x","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}}]}`,
 			`{"id":"x","model":"m","choices":[{"index":0,"delta":{"content":"done"},"finish_reason":"stop"}]}`,
 			`[DONE]`,

@@ -58,8 +58,8 @@ func Limits() providers.Limits {
 //   - reports a cut answer or stream as ErrTruncated with the partial Result, never as a
 //     complete one; a non-JSON answer as ErrBadResponse; an oversized answer or stream
 //     event as ErrTooLarge;
-//   - returns promptly when the context's deadline passes, before or during the answer,
-//     and when emit fails;
+//   - returns promptly, with the context's cause, when its deadline passes before the answer
+//     or it is canceled during one, and when emit fails;
 //   - puts no prompt text in errors, and releases every response: after each case every
 //     connection to the upstream closes once the server stops keeping it alive, and a run
 //     of answers and errors reuses one connection.
@@ -122,7 +122,7 @@ func (s *suite) cases() []testCase {
 		{"max tokens stream", func(t *testing.T) { s.ok(t, call{stream: true, maxTokens: 3}, "Echo: conformance "+marker, true) }},
 		{"drip", func(t *testing.T) { s.ok(t, call{mode: ModeDrip}, wantText, false) }},
 		{"drip stream", func(t *testing.T) { s.ok(t, call{mode: ModeDrip, stream: true}, wantText, false) }},
-		{"deadline mid-answer", s.deadlineMidAnswer},
+		{"canceled mid-stream", s.canceledMidStream},
 		{"emit fails", s.emitFails},
 		{"connection reused", s.reuse},
 	}
@@ -394,25 +394,33 @@ func checkError(t *testing.T, err error, status int, retryable bool, is error) *
 	return e
 }
 
-// deadlineMidAnswer lets the deadline pass while a dripped stream is arriving.
-func (s *suite) deadlineMidAnswer(t *testing.T) {
+// canceledMidStream cancels the call, with a cause, as soon as the first event of a dripped
+// stream arrives: Do must return promptly with that cause and the partial Result.
+func (s *suite) canceledMidStream(t *testing.T) {
 	f := s.start(t, Config{DripInterval: 5 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
 	var rec recorder
-	began := time.Now()
-	res, err := f.p.Do(ctx, s.request(call{mode: ModeDrip, stream: true}), rec.emit)
-	if elapsed := time.Since(began); elapsed > 5*time.Second {
-		t.Errorf("Do took %v after a 300ms deadline", elapsed)
+	emit := func(ev providers.Event) error {
+		cancel(errCallerGone)
+		return rec.emit(ev)
 	}
-	checkError(t, err, 0, true, context.DeadlineExceeded)
+	began := time.Now()
+	res, err := f.p.Do(ctx, s.request(call{mode: ModeDrip, stream: true}), emit)
+	if elapsed := time.Since(began); elapsed > 5*time.Second {
+		t.Errorf("Do took %v after the cancel", elapsed)
+	}
+	checkError(t, err, 0, true, errCallerGone)
 	if res == nil {
 		t.Errorf("Do returned a nil Result after the stream began, want the partial Result")
 	}
 	if a := s.parseStream(t, rec.events, false); a.complete {
-		t.Errorf("a stream cut by the deadline emitted its terminator")
+		t.Errorf("a canceled stream emitted its terminator")
 	}
 }
+
+// errCallerGone is the cause the suite cancels calls with.
+var errCallerGone = errors.New("providertest: the caller went away")
 
 // emitFails makes emit refuse the second event: Do must stop and return emit's error.
 func (s *suite) emitFails(t *testing.T) {
