@@ -230,7 +230,9 @@ func TestIdempotencyKeyRace(t *testing.T) {
 	codes := make([]int, n)
 	ids := make([]string, n)
 	for i := range n {
-		wg.Go(func() { codes[i], ids[i] = func() (int, string) { c, j := s.submit(k.Key, sub, "Idempotency-Key", "order-77"); return c, j.ID }() })
+		wg.Go(func() {
+			codes[i], ids[i] = func() (int, string) { c, j := s.submit(k.Key, sub, "Idempotency-Key", "order-77"); return c, j.ID }()
+		})
 	}
 	wg.Wait()
 	accepted := 0

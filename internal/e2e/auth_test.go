@@ -21,14 +21,14 @@ func TestRequestErrors(t *testing.T) {
 	ok := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 
 	tests := []struct {
-		name     string
-		token    string
-		body     string
-		hdr      []string
-		status   int
-		typ      string
-		code     string
-		path     string
+		name   string
+		token  string
+		body   string
+		hdr    []string
+		status int
+		typ    string
+		code   string
+		path   string
 	}{
 		{"missing key", "", ok, nil, 401, "authentication_error", "invalid_api_key", ""},
 		{"unknown key", "sk-sl-doesnotexist", ok, nil, 401, "authentication_error", "invalid_api_key", ""},

@@ -105,7 +105,7 @@ func TestChatCompletionEndToEnd(t *testing.T) {
 	bad := openai.NewClient(option.WithBaseURL(s.base+"/v1"), option.WithAPIKey("sk-sl-nope"), option.WithMaxRetries(0))
 	_, err = bad.
 		Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "gpt-4o-mini",
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")}})
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")}})
 	var apiErr *openai.Error
 	if !asError(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.Code != "invalid_api_key" {
 		t.Errorf("SDK with a bad key: err = %v, want a 401 invalid_api_key *openai.Error", err)

@@ -47,6 +47,7 @@ type stack struct {
 	stopW   func()
 	stopI   func()
 	wcfg    worker.Config
+	icfg    ingress.Config
 	tune    func(*jobs.WorkerConfig)
 	workers sync.WaitGroup
 }
@@ -100,12 +101,19 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, MaxBodyBytes: o.maxBody,
 		MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting, KeyCacheTTL: 10 * time.Second, ChannelRefresh: time.Second,
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate}
-	var addr string
-	s.stopI = run(t, "ingress", func(ctx context.Context, ln net.Listener, ready func(string)) error {
-		return ingress.Run(ctx, icfg, testLogger(t), ingress.Options{Listener: ln, Ready: ready})
-	}, &addr)
-	s.base = "http://" + addr
+	s.icfg = icfg
+	s.base, s.stopI = s.startIngress()
 	return s
+}
+
+// startIngress starts one more ingress process-equivalent on the same stack; it returns
+// its base URL and a stop function.
+func (s *stack) startIngress() (string, func()) {
+	var addr string
+	stop := run(s.t, "ingress", func(ctx context.Context, ln net.Listener, ready func(string)) error {
+		return ingress.Run(ctx, s.icfg, testLogger(s.t), ingress.Options{Listener: ln, Ready: ready})
+	}, &addr)
+	return "http://" + addr, stop
 }
 
 // startWorker starts one more worker process-equivalent; the returned func stops it.
@@ -284,7 +292,6 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 func chatBody(model, text string) map[string]any {
 	return map[string]any{"model": model, "messages": []map[string]any{{"role": "user", "content": text}}}
 }
-
 
 // workerEnv is the environment of a worker process for this stack.
 func (s *stack) workerEnv(addr string, concurrency int) map[string]string {

@@ -152,6 +152,38 @@ func (s *Server) admit(k *store.Key, model string) error {
 	return nil
 }
 
+// limit applies the key's rpm and max_concurrency limits to a new job (429
+// rate_limit_exceeded with Retry-After when over). A slot taken here is freed when the job's
+// row ends, or by the caller with store.ReleaseSlot if the job is never accepted.
+func (s *Server) limit(ctx context.Context, k *store.Key, jobID string, deadline time.Time) error {
+	if k.RPM != nil {
+		ok, wait, err := s.store.AllowRequest(ctx, k.ID, *k.RPM, time.Now())
+		if err != nil {
+			return errOverloaded("The database is unavailable; retry shortly.")
+		}
+		if !ok {
+			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
+				fmt.Sprintf("Rate limit reached: this API key may make %d requests per minute.", *k.RPM))
+			e.RetryAfter = int(wait.Round(time.Second).Seconds())
+			return e
+		}
+	}
+	if k.MaxConcurrency != nil {
+		// The slot outlives the deadline a little: the worker may still be recording.
+		ok, err := s.store.AcquireSlot(ctx, k.ID, jobID, *k.MaxConcurrency, deadline.Add(time.Minute))
+		if err != nil {
+			return errOverloaded("The database is unavailable; retry shortly.")
+		}
+		if !ok {
+			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
+				fmt.Sprintf("Concurrency limit reached: this API key may run %d jobs at once.", *k.MaxConcurrency))
+			e.RetryAfter = 1
+			return e
+		}
+	}
+	return nil
+}
+
 // relay serves a sync-style route: publish the job, wait for its answer, stream or whole.
 func (s *Server) relay(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -206,11 +238,18 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	now := time.Now()
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: endpoint, Model: p.model, Body: p.body,
 		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout)}
+	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	subject, replies, done := s.mux.Register(256)
 	defer done()
 	job.Reply = subject
 	w.Header().Set("Sluice-Job-Id", job.ID)
 	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+		if key.MaxConcurrency != nil {
+			_ = s.store.ReleaseSlot(context.WithoutCancel(r.Context()), job.ID)
+		}
 		s.writeError(w, r, publishError(err))
 		return
 	}

@@ -173,6 +173,9 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 		if len(ids) > 0 {
 			log.WarnContext(ctx, "ended overdue jobs", "count", len(ids))
 		}
+		if err := st.DeleteOldRateWindows(sctx, time.Now()); err != nil {
+			log.WarnContext(ctx, "delete old rate windows", "err", err)
+		}
 		if n, err := st.DeleteFinishedBefore(sctx, time.Now().Add(-cfg.Retention), 1000); err != nil {
 			log.WarnContext(ctx, "delete old jobs", "err", err)
 		} else if n > 0 {

@@ -41,13 +41,14 @@ type Router struct {
 	mu      sync.RWMutex
 	byModel map[string][]Route
 	cool    map[string]time.Time // channel id → not before
+	fails   map[string]int       // channel id → consecutive retryable failures
 	now     func() time.Time
 	nudge   chan struct{}
 }
 
 // NewRouter returns a Router; call Refresh once, then Run to keep it fresh.
 func NewRouter(src ChannelSource, build BuildFunc, log *slog.Logger) *Router {
-	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, now: time.Now,
+	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, fails: map[string]int{}, now: time.Now,
 		nudge: make(chan struct{}, 1)}
 }
 
@@ -177,18 +178,48 @@ func (r *Router) Pick(model string, tried map[string]bool) (route Route, wait ti
 	return tier[len(tier)-1], 0, true
 }
 
-// Cool keeps a channel out of rotation until the given time (a 429's Retry-After, or a
-// short pause after a 5xx), so one failing channel is not hammered.
-func (r *Router) Cool(channelID string, until time.Time) {
+// Failed records a retryable failure of a channel: it cools for retryAfter if the upstream
+// said so, and after three failures in a row its circuit opens for a pause that doubles with
+// each further failure (1s, 2s, 4s … capped at 60s), so one failing channel is not hammered.
+func (r *Router) Failed(channelID string, retryAfter time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if until.After(r.cool[channelID]) {
+	now := r.now()
+	r.fails[channelID]++
+	pause := retryAfter
+	if n := r.fails[channelID]; n >= 3 {
+		pause = max(pause, min(time.Second<<(n-3), 60*time.Second))
+	}
+	if until := now.Add(pause); pause > 0 && until.After(r.cool[channelID]) {
 		r.cool[channelID] = until
 	}
 	for id, t := range r.cool { // keep the map as small as the set of cooling channels
-		if t.Before(r.now()) {
+		if t.Before(now) {
 			delete(r.cool, id)
 		}
+	}
+}
+
+// Succeeded closes a channel's circuit.
+func (r *Router) Succeeded(channelID string) {
+	r.mu.RLock()
+	n := r.fails[channelID]
+	r.mu.RUnlock()
+	if n == 0 {
+		return // the common case takes no write lock
+	}
+	r.mu.Lock()
+	delete(r.fails, channelID)
+	r.mu.Unlock()
+}
+
+// Remove takes a channel out of this process's index at once (until the next refresh, which
+// will not bring back a channel disabled in Postgres).
+func (r *Router) Remove(channelID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for m, routes := range r.byModel {
+		r.byModel[m] = slices.DeleteFunc(slices.Clone(routes), func(rt Route) bool { return rt.Channel.ID == channelID })
 	}
 }
 

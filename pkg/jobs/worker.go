@@ -45,6 +45,7 @@ type Recorder interface {
 	StartJob(ctx context.Context, j store.NewJob) (store.Job, bool, error)
 	FinishJob(ctx context.Context, o store.Outcome) (float64, bool, error)
 	Job(ctx context.Context, keyID, id string) (store.Job, error)
+	DisableChannel(ctx context.Context, id, reason string) error
 }
 
 // WorkerConfig tunes a Worker. Zero fields take the defaults noted.
@@ -473,6 +474,7 @@ func retryStore(ctx context.Context, log *slog.Logger, what string, fn func(cont
 func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *replier) outcome {
 	tried := map[string]bool{}
 	var last *providers.Error
+	lastChannel := ""
 	emitted := 0
 	emit := func(ev providers.Event) error {
 		emitted++
@@ -492,7 +494,25 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *repli
 				Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "no_channel", RetryAfter: 5,
 				Message: fmt.Sprintf("no upstream channel is available for model %q", job.Model)}}
 		}
+		// Another channel is tried at once; the same one again only after a backoff, and a
+		// cooling one (Retry-After, circuit open) only once it has cooled.
+		if rt.Channel.ID == lastChannel {
+			wait = max(wait, w.backoff(attempt-1))
+		}
 		if wait > 0 {
+			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+				if last != nil {
+					return upstreamFailure(last, attempt-1) // the next try could not finish in time
+				}
+				return outcome{status: store.StatusFailed, code: http.StatusServiceUnavailable, err: &APIError{
+					Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "channels_cooling",
+					RetryAfter: int(wait.Round(time.Second).Seconds()) + 1,
+					Message:    fmt.Sprintf("every upstream channel for model %q is cooling down", job.Model)}}
+			}
+			if last != nil {
+				log.WarnContext(ctx, "upstream failed; retrying", "channel_id", lastChannel, "status", last.StatusCode,
+					"err", last, "retry_in", wait)
+			}
 			pause(ctx, wait)
 		}
 		if ctx.Err() != nil {
@@ -508,6 +528,7 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *repli
 			WantUsageChunk: job.WantUsageChunk}, emit)
 		if err == nil {
 			w.metrics.upstream.WithLabelValues(rt.Channel.Provider, "ok").Observe(time.Since(began).Seconds())
+			w.router.Succeeded(rt.Channel.ID)
 			return success(job, res, emitted, rt.Channel.ID)
 		}
 		perr, isProv := errors.AsType[*providers.Error](err)
@@ -524,26 +545,36 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *repli
 			out.charge = out.usage != nil
 			return out
 		}
-		if !perr.Retryable() {
-			return passThrough(perr)
-		}
-		last = perr
+		last, lastChannel = perr, rt.Channel.ID
 		tried[rt.Channel.ID] = true
+		switch {
+		case perr.StatusCode == http.StatusUnauthorized || perr.StatusCode == http.StatusForbidden:
+			// The channel's own key is bad, not the caller's request: take the channel out of
+			// service, visibly, and try another.
+			w.disable(ctx, log, rt.Channel.ID, perr)
+		case !perr.Retryable():
+			return passThrough(perr)
+		default:
+			w.router.Failed(rt.Channel.ID, perr.RetryAfter)
+		}
 		if attempt >= w.cfg.MaxAttempts {
 			return upstreamFailure(perr, attempt)
 		}
-		delay := w.backoff(attempt)
-		if perr.RetryAfter > 0 {
-			delay = max(delay, perr.RetryAfter)
-			w.router.Cool(rt.Channel.ID, time.Now().Add(perr.RetryAfter))
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Now().Add(delay).After(dl) {
-			return upstreamFailure(perr, attempt) // the next try could not finish in time
-		}
-		log.WarnContext(ctx, "upstream failed; retrying", "channel_id", rt.Channel.ID, "status", perr.StatusCode,
-			"err", perr, "retry_in", delay)
-		pause(ctx, delay)
 	}
+}
+
+// disable turns a channel off in Postgres and in this worker's index, and tells the others.
+func (w *Worker) disable(ctx context.Context, log *slog.Logger, channelID string, e *providers.Error) {
+	w.router.Remove(channelID)
+	reason := fmt.Sprintf("upstream rejected the channel's API key (%d) at %s", e.StatusCode, time.Now().UTC().Format(time.RFC3339))
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := w.rec.DisableChannel(dctx, channelID, reason); err != nil {
+		log.ErrorContext(ctx, "disable channel", "channel_id", channelID, "err", err)
+		return
+	}
+	log.ErrorContext(ctx, "channel disabled: upstream rejected its API key", "channel_id", channelID, "status", e.StatusCode)
+	AnnounceChannelsChanged(w.nc)
 }
 
 func (w *Worker) backoff(attempt int) time.Duration {

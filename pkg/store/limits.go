@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// AcquireSlot takes one of a key's max concurrent job slots for jobID until the job ends (a
+// trigger frees it when the job's row is finished) or until expires. It returns false when
+// the key already has max unfinished jobs. Concurrent callers for one key are serialised by a
+// transaction-scoped advisory lock, so the count can never be exceeded, across any number of
+// ingress processes.
+func (s *Store) AcquireSlot(ctx context.Context, keyID, jobID string, max int, expires time.Time) (bool, error) {
+	var ok bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, keyID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO key_slots (job_id, key_id, expires_at)
+			SELECT $2, $1, $4 WHERE (SELECT count(*) FROM key_slots WHERE key_id = $1 AND expires_at > now()) < $3`,
+			keyID, jobID, max, expires)
+		ok = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("acquire slot for %s: %w", keyID, err)
+	}
+	return ok, nil
+}
+
+// ReleaseSlot frees a slot taken for a job that was never accepted (its publish failed).
+func (s *Store) ReleaseSlot(ctx context.Context, jobID string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM key_slots WHERE job_id = $1`, jobID); err != nil {
+		return fmt.Errorf("release slot of %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// AllowRequest counts one request against a key's requests-per-minute limit with a sliding
+// window (the previous minute's count weighted by how much of it still overlaps, plus this
+// minute's). It returns false, and how long until a request would fit, when the key is at
+// its limit; a refused request is not counted.
+func (s *Store) AllowRequest(ctx context.Context, keyID string, rpm int, now time.Time) (bool, time.Duration, error) {
+	cur := now.Truncate(time.Minute)
+	overlap := 1 - float64(now.Sub(cur))/float64(time.Minute) // share of the previous window still in view
+	var count int
+	err := s.pool.QueryRow(ctx, `WITH prev AS (
+			SELECT COALESCE((SELECT count FROM key_rate_windows WHERE key_id = $1 AND window_start = $2::timestamptz - interval '1 minute'), 0) AS n),
+		ins AS (
+			INSERT INTO key_rate_windows AS w (key_id, window_start, count)
+			SELECT $1, $2, 1 FROM prev WHERE floor(prev.n * $3::float8) < $4
+			ON CONFLICT (key_id, window_start) DO UPDATE SET count = w.count + 1
+			WHERE floor((SELECT n FROM prev) * $3::float8) + w.count < $4
+			RETURNING count)
+		SELECT COALESCE((SELECT count FROM ins), 0)`, keyID, cur, overlap, rpm).Scan(&count)
+	if err != nil {
+		return false, 0, fmt.Errorf("count request for %s: %w", keyID, err)
+	}
+	if count > 0 {
+		return true, 0, nil
+	}
+	// Simple bound: by the next window boundary at the latest the window has moved on.
+	return false, max(cur.Add(time.Minute).Sub(now), time.Second), nil
+}
+
+// DeleteOldRateWindows drops windows that no longer count.
+func (s *Store) DeleteOldRateWindows(ctx context.Context, now time.Time) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM key_rate_windows WHERE window_start < $1`, now.Add(-2*time.Minute))
+	if err != nil {
+		return fmt.Errorf("delete old rate windows: %w", err)
+	}
+	return nil
+}
