@@ -131,7 +131,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		defer cancel()
 		e := publishError(err).(*jobs.APIError)
 		b, _ := json.Marshal(e)
-		if _, _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
+		if _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
 			StatusCode: e.Status, Error: b}); ferr != nil {
 			s.log.WarnContext(r.Context(), "mark unpublished job failed", "job_id", job.ID, "err", ferr)
 		}

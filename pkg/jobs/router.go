@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -44,23 +45,31 @@ type Router struct {
 	fails   map[string]int       // channel id → consecutive retryable failures
 	now     func() time.Time
 	nudge   chan struct{}
+	loaded  time.Time            // when the last successful refresh began
+	removed map[string]time.Time // channel id → when Remove took it out
+	refresh sync.Mutex
 }
 
 // NewRouter returns a Router; call Refresh once, then Run to keep it fresh.
 func NewRouter(src ChannelSource, build BuildFunc, log *slog.Logger) *Router {
-	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, fails: map[string]int{}, now: time.Now,
+	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, fails: map[string]int{}, removed: map[string]time.Time{}, now: time.Now,
 		nudge: make(chan struct{}, 1)}
 }
 
 // Refresh reloads the channels.
 func (r *Router) Refresh(ctx context.Context) error {
+	began := r.now()
 	chs, err := r.src.Channels(ctx)
 	if err != nil {
 		return err
 	}
+	r.mu.RLock()
+	removed := maps.Clone(r.removed)
+	r.mu.RUnlock()
 	idx := map[string][]Route{}
 	for _, ch := range chs {
-		if !ch.Enabled {
+		// A channel removed here after this read began may still read enabled in it.
+		if !ch.Enabled || removed[ch.ID].After(began) {
 			continue
 		}
 		var p providers.Provider
@@ -85,8 +94,29 @@ func (r *Router) Refresh(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.byModel = idx
+	r.loaded = began
+	for id, at := range r.removed {
+		if began.Sub(at) > time.Minute {
+			delete(r.removed, id)
+		}
+	}
 	r.mu.Unlock()
 	return nil
+}
+
+// RefreshIfOlder reloads the channels unless a reload began after t. Callers are
+// serialised, so a burst of jobs for a model this process cannot serve costs one reload per
+// reload time at most, never one per job in parallel.
+func (r *Router) RefreshIfOlder(ctx context.Context, t time.Time) error {
+	r.refresh.Lock()
+	defer r.refresh.Unlock()
+	r.mu.RLock()
+	fresh := r.loaded.After(t)
+	r.mu.RUnlock()
+	if fresh {
+		return nil
+	}
+	return r.Refresh(ctx)
 }
 
 // Run refreshes every interval, and at once when nudged (WatchChanges), until ctx is done. Failures are logged and retried.
@@ -218,6 +248,7 @@ func (r *Router) Succeeded(channelID string) {
 func (r *Router) Remove(channelID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.removed[channelID] = r.now()
 	for m, routes := range r.byModel {
 		r.byModel[m] = slices.DeleteFunc(slices.Clone(routes), func(rt Route) bool { return rt.Channel.ID == channelID })
 	}

@@ -43,7 +43,7 @@ const (
 // Recorder is what the worker needs from Postgres.
 type Recorder interface {
 	StartJob(ctx context.Context, j store.NewJob) (store.Job, bool, error)
-	FinishJob(ctx context.Context, o store.Outcome) (float64, bool, error)
+	FinishJobs(ctx context.Context, os []store.Outcome) ([]store.Finished, error)
 	Job(ctx context.Context, keyID, id string) (store.Job, error)
 	DisableChannel(ctx context.Context, id, reason string) error
 }
@@ -88,10 +88,18 @@ type Worker struct {
 	log     *slog.Logger
 	metrics *Metrics
 
+	settle  *settler
+
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc // job id → cancel
 	beating map[uint64]jetstream.Msg           // stream sequence → message held
+	// cancelled remembers cancels for jobs this worker did not hold (job id → forget after),
+	// so a sync job whose caller left while it was queued is not run later. Bounded.
+	cancelled map[string]time.Time
 }
+
+// maxCancelled bounds the remembered cancels.
+const maxCancelled = 100_000
 
 // NewWorker returns a Worker. metrics may be nil.
 func NewWorker(cfg WorkerConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorder, router *Router,
@@ -102,7 +110,8 @@ func NewWorker(cfg WorkerConfig, nc *nats.Conn, cons jetstream.Consumer, rec Rec
 	}
 	return &Worker{cfg: cfg.withDefaults(), nc: nc, cons: cons, rec: rec, router: router,
 		log: log.With("component", "worker"), metrics: metrics,
-		running: map[string]context.CancelCauseFunc{}, beating: map[uint64]jetstream.Msg{}}
+		running: map[string]context.CancelCauseFunc{}, beating: map[uint64]jetstream.Msg{},
+		cancelled: map[string]time.Time{}, settle: newSettler(rec, log)}
 }
 
 // Run works jobs until ctx is done, then stops fetching, gives in-flight jobs ShutdownGrace
@@ -121,12 +130,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
+	// Background helpers outlive the pool: they stop only after every job has settled.
 	var bg sync.WaitGroup
-	beatCtx, stopBeat := context.WithCancel(context.Background())
-	bg.Go(func() { w.heartbeat(beatCtx) })
-	defer func() { stopBeat(); bg.Wait() }()
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	bg.Go(func() { w.heartbeat(bgCtx) })
+	bg.Go(func() { w.settle.run(bgCtx) })
+	defer func() { stopBG(); bg.Wait() }()
 
 	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
+	// conc starts pool goroutines lazily and keeps them until Wait: start all k now, so the
+	// process's goroutine count is the same at idle as after load (k of them, always).
+	for range w.cfg.Concurrency {
+		p.Go(func() {})
+	}
 	free := make(chan struct{}, w.cfg.Concurrency) // one token per idle slot
 	for range w.cfg.Concurrency {
 		free <- struct{}{}
@@ -216,10 +232,15 @@ func (w *Worker) heartbeat(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			w.mu.Lock()
 			for _, m := range w.beating {
 				_ = m.InProgress() // fire and forget; a lost one only risks a redelivery
+			}
+			for id, until := range w.cancelled {
+				if now.After(until) {
+					delete(w.cancelled, id)
+				}
 			}
 			w.mu.Unlock()
 		}
@@ -235,6 +256,9 @@ func (w *Worker) onCancel(m *nats.Msg) {
 	}
 	w.mu.Lock()
 	cancel := w.running[id]
+	if cancel == nil && len(w.cancelled) < maxCancelled {
+		w.cancelled[id] = time.Now().Add(w.cfg.JobTimeout)
+	}
 	w.mu.Unlock()
 	if cancel != nil {
 		cancel(cause)
@@ -295,24 +319,33 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 	}()
 
+	w.mu.Lock()
+	_, cancelled := w.cancelled[job.ID]
+	w.mu.Unlock()
 	var row store.Job
-	var started bool
-	err = retryStore(recordCtx, log, "start job", func(ctx context.Context) error {
-		var err error
-		row, started, err = w.rec.StartJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
-			Model: job.Model, Async: job.Async, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline})
-		return err
-	})
-	if err != nil {
-		w.giveBack(log, msg, md, err)
-		return
+	// A sync job on its first delivery has no row yet and no earlier result: its row is
+	// written once, with its outcome, which keeps one Postgres write on the hot path. Async
+	// jobs (their row exists and must read "running") and redeliveries check in first.
+	if job.Async || md.NumDelivered > 1 || cancelled {
+		var started bool
+		err = retryStore(recordCtx, log, "start job", func(ctx context.Context) error {
+			var err error
+			row, started, err = w.rec.StartJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
+				Model: job.Model, Async: job.Async, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
+				Attempt: int(md.NumDelivered)})
+			return err
+		})
+		if err != nil {
+			w.giveBack(log, msg, md, err)
+			return
+		}
+		if !started { // already ended: a redelivery after recording, or cancelled while queued
+			log.InfoContext(ctx, "job already finished; replaying its answer", "status", row.Status)
+			w.replay(ctx, log, msg, rep, &row, job.Async)
+			return
+		}
 	}
-	if !started { // already ended: a redelivery after recording, or cancelled while queued
-		log.InfoContext(ctx, "job already finished; replaying its answer", "status", row.Status)
-		w.replay(ctx, log, msg, rep, &row)
-		return
-	}
-	if row.CancelRequested { // cancelled while no worker held it
+	if row.CancelRequested || cancelled { // cancelled while no worker held it
 		w.finish(recordCtx, log, msg, job, rep, outcome{status: store.StatusCanceled, code: 499,
 			err: &APIError{Status: 499, Type: "canceled", Code: "job_canceled", Message: "the job was canceled"}})
 		return
@@ -344,6 +377,15 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	w.finish(recordCtx, log, msg, job, rep, out)
 }
 
+// attempt is the delivery number of msg.
+func attempt(msg jetstream.Msg) int {
+	md, err := msg.Metadata()
+	if err != nil {
+		return 1
+	}
+	return int(md.NumDelivered)
+}
+
 // giveBack returns a job to the queue after Postgres stayed unreachable, or ends it on its
 // last delivery.
 func (w *Worker) giveBack(log *slog.Logger, msg jetstream.Msg, md *jetstream.MsgMetadata, err error) {
@@ -364,10 +406,13 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	if out.err != nil {
 		errJSON, _ = json.Marshal(out.err)
 	}
+	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
+		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge,
+		Job: &store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Request: job.Body,
+			CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: attempt(msg)}}
 	err := retryStore(ctx, log, "finish job", func(ctx context.Context) error {
-		var err error
-		cost, applied, err = w.rec.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code,
-			ChannelID: out.channelID, Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge})
+		f, err := w.settle.finish(ctx, o)
+		cost, applied = f.CostUSD, f.Applied
 		return err
 	})
 	if err != nil {
@@ -378,7 +423,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	if !applied { // someone else ended it first (a cancel, the overdue sweeper, another delivery)
 		row, err := w.rec.Job(ctx, job.KeyID, job.ID)
 		if err == nil {
-			w.replay(ctx, log, msg, rep, &row)
+			w.replay(ctx, log, msg, rep, &row, job.Async)
 			return
 		}
 	}
@@ -389,17 +434,17 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		f.Usage = &Usage{PromptTokens: out.usage.PromptTokens, CompletionTokens: out.usage.CompletionTokens,
 			TotalTokens: out.usage.PromptTokens + out.usage.CompletionTokens}
 	}
-	w.reply(ctx, log, msg, rep, f, out.body, job.Stream)
+	w.reply(ctx, log, msg, rep, f, out.body, job.Stream, job.Async)
 }
 
 // replay answers a job that has already ended from its stored row.
-func (w *Worker) replay(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, row *store.Job) {
+func (w *Worker) replay(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, row *store.Job, async bool) {
 	f := FinalFromJob(row)
 	var body json.RawMessage
 	if row.Status == store.StatusSucceeded {
 		body = row.Response
 	}
-	w.reply(ctx, log, msg, rep, f, body, len(body) == 0)
+	w.reply(ctx, log, msg, rep, f, body, len(body) == 0, async)
 }
 
 // FinalFromJob builds the final reply message of a finished job row.
@@ -426,9 +471,10 @@ func FinalFromJob(row *store.Job) *Final {
 }
 
 // reply sends the body (for non-stream answers) and the final message, announces the end
-// of the job, and acks. The result is already in Postgres, so a lost reply loses nothing.
+// of an async job (long polls and webhooks wait for it), and acks. The result is already in
+// Postgres, so a lost reply or ack loses nothing: a redelivery replays the stored result.
 func (w *Worker) reply(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, f *Final,
-	body json.RawMessage, stream bool,
+	body json.RawMessage, stream, async bool,
 ) {
 	if !stream && len(body) > 0 {
 		if err := rep.body(body); err != nil {
@@ -438,13 +484,14 @@ func (w *Worker) reply(ctx context.Context, log *slog.Logger, msg jetstream.Msg,
 	if err := rep.final(f); err != nil {
 		log.WarnContext(ctx, "reply final", "err", err)
 	}
-	if b, err := json.Marshal(f); err == nil {
-		_ = w.nc.Publish(DonePrefix+f.JobID, b)
+	if async {
+		if b, err := json.Marshal(f); err == nil {
+			_ = w.nc.Publish(DonePrefix+f.JobID, b)
+		}
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
-		// A lost ack means one redelivery, which StartJob turns into a replay.
+	// A plain ack, not DoubleAck: a lost ack costs one redelivery, which StartJob turns into
+	// a replay, and DoubleAck would not make delivery exactly-once anyway.
+	if err := msg.Ack(); err != nil {
 		log.WarnContext(ctx, "ack job", "err", err)
 	}
 }
@@ -484,6 +531,11 @@ func (w *Worker) run(ctx context.Context, log *slog.Logger, job *Job, rep *repli
 		rt, wait, ok := w.router.Pick(job.Model, tried)
 		if !ok && len(tried) > 0 { // every channel tried once: go round again
 			clear(tried)
+			rt, wait, ok = w.router.Pick(job.Model, tried)
+		}
+		if !ok && attempt == 1 && w.router.RefreshIfOlder(ctx, job.CreatedAt) == nil {
+			// The ingress knew this model when it took the job, so a channel may have been
+			// added after this worker last looked.
 			rt, wait, ok = w.router.Pick(job.Model, tried)
 		}
 		if !ok {

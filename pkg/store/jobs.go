@@ -61,6 +61,8 @@ type NewJob struct {
 	WebhookURL string
 	CreatedAt  time.Time
 	Deadline   time.Time
+	// Attempt is the delivery this is (1 for the first); it becomes the job's attempts.
+	Attempt int
 }
 
 // CreateQueuedJob inserts an async job as queued, before it is published, so that it reads
@@ -119,12 +121,13 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 func (s *Store) StartJob(ctx context.Context, j NewJob) (job Job, started bool, err error) {
 	rows, err := s.pool.Query(ctx, `INSERT INTO jobs
 		(id, key_id, endpoint, model, async, status, attempts, request, metadata, webhook_url, created_at, started_at, deadline)
-		VALUES ($1, $2, $3, $4, $5, 'running', 1, $6, $7, $8, $9, now(), $10)
-		ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = jobs.attempts + 1,
+		VALUES ($1, $2, $3, $4, $5, 'running', GREATEST($11::int, 1), $6, $7, $8, $9, now(), $10)
+		ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts + 1, $11::int),
 			started_at = COALESCE(jobs.started_at, now())
 		WHERE jobs.finished_at IS NULL
 		RETURNING `+jobColumns,
-		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, j.Request, j.Metadata, nilIfEmpty(j.WebhookURL), j.CreatedAt, j.Deadline)
+		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, j.Request, j.Metadata, nilIfEmpty(j.WebhookURL), j.CreatedAt, j.Deadline,
+		j.Attempt)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
 	}
@@ -158,43 +161,119 @@ type Outcome struct {
 	// Usage is recorded and, if Charge, priced and charged to the key.
 	Usage  *Usage
 	Charge bool
+	// Job, if set, describes the job so that its row is created if it does not exist yet (a
+	// sync job finishing on its first delivery has no row until now).
+	Job *NewJob
 }
 
-// FinishJob records a job's outcome and, if o.Charge, writes its ledger row and adds its cost
-// (from model_prices; 0 for an unpriced model) to the key's spend — all in one statement, so
-// it is atomic. It applies at most once per job: a second call, for example from a
-// redelivery, changes nothing and returns applied=false.
-func (s *Store) FinishJob(ctx context.Context, o Outcome) (costUSD float64, applied bool, err error) {
+// Finished is what FinishJob did.
+type Finished struct {
+	// Applied is false when the job had already ended (nothing changed, nothing charged).
+	Applied bool
+	CostUSD float64
+}
+
+// finishSQL records an outcome — creating the job row if needed — writes the ledger row and
+// adds the cost to the key's spend, all in one statement. The job row is only changed while
+// unfinished and the ledger is keyed by job id, so it applies at most once per job.
+const finishSQL = `WITH price AS (
+		SELECT COALESCE((SELECT ($6::bigint * p.input_usd_per_1m + $7::bigint * p.output_usd_per_1m) / 1000000
+			FROM model_prices p WHERE p.model = $13), 0) AS cost),
+	fin AS (
+		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
+			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd)
+		SELECT $1, $11, $12, $13, false, $2, GREATEST($17::int, 1), $14, $15, $15, $16, $3, $4, $5, $6::bigint, $7::bigint, NULLIF($8, ''), now(),
+			CASE WHEN $9::bool THEN price.cost END
+		FROM price
+		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_code = EXCLUDED.status_code,
+			response = EXCLUDED.response, error = EXCLUDED.error, prompt_tokens = EXCLUDED.prompt_tokens,
+			completion_tokens = EXCLUDED.completion_tokens, channel_id = EXCLUDED.channel_id, finished_at = now(),
+			cost_usd = EXCLUDED.cost_usd
+		WHERE j.finished_at IS NULL
+		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
+	led AS (
+		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
+		SELECT id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, $10 FROM fin WHERE $9::bool
+		ON CONFLICT (job_id) DO NOTHING
+		RETURNING key_id, cost_usd),
+	spend AS (
+		UPDATE api_keys k SET spent_usd = k.spent_usd + led.cost_usd FROM led WHERE k.id = led.key_id RETURNING 1)
+	SELECT (SELECT count(*) FROM fin), COALESCE((SELECT cost_usd::float8 FROM led), 0)`
+
+// finishArgs are finishSQL's arguments. Without o.Job the insert arm needs the job's row to
+// exist already: it reads key, endpoint, model and deadline from it.
+func (s *Store) finishArgs(ctx context.Context, o *Outcome) ([]any, error) {
 	var pt, ct *int64
 	estimated := false
 	if o.Usage != nil {
 		pt, ct, estimated = &o.Usage.PromptTokens, &o.Usage.CompletionTokens, o.Usage.Estimated
 	}
-	charge := o.Charge && o.Usage != nil
-	var n int64
-	err = s.pool.QueryRow(ctx, `WITH fin AS (
-			UPDATE jobs SET status = $2, status_code = $3, response = $4, error = $5,
-				prompt_tokens = $6::bigint, completion_tokens = $7::bigint, channel_id = NULLIF($8, ''),
-				finished_at = now(),
-				cost_usd = CASE WHEN $9::bool THEN COALESCE((
-					SELECT ($6::bigint * p.input_usd_per_1m + $7::bigint * p.output_usd_per_1m) / 1000000
-					FROM model_prices p WHERE p.model = jobs.model), 0) END
-			WHERE id = $1 AND finished_at IS NULL
-			RETURNING id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd),
-		led AS (
-			INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
-			SELECT id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, $10 FROM fin WHERE $9::bool
-			ON CONFLICT (job_id) DO NOTHING
-			RETURNING key_id, cost_usd),
-		spend AS (
-			UPDATE api_keys k SET spent_usd = k.spent_usd + led.cost_usd FROM led WHERE k.id = led.key_id RETURNING 1)
-		SELECT (SELECT count(*) FROM fin), COALESCE((SELECT cost_usd::float8 FROM led), 0)`,
-		o.JobID, o.Status, o.StatusCode, nilIfEmptyJSON(o.Response), nilIfEmptyJSON(o.Error), pt, ct, o.ChannelID,
-		charge, estimated).Scan(&n, &costUSD)
-	if err != nil {
-		return 0, false, fmt.Errorf("finish job %s: %w", o.JobID, classify(err))
+	j := o.Job
+	if j == nil {
+		row, err := s.jobByID(ctx, o.JobID)
+		if err != nil {
+			return nil, err
+		}
+		j = &NewJob{ID: row.ID, KeyID: row.KeyID, Endpoint: row.Endpoint, Model: row.Model, CreatedAt: row.CreatedAt,
+			Deadline: row.Deadline}
 	}
-	return costUSD, n == 1, nil
+	return []any{o.JobID, o.Status, o.StatusCode, nilIfEmptyJSON(o.Response), nilIfEmptyJSON(o.Error), pt, ct, o.ChannelID,
+		o.Charge && o.Usage != nil, estimated, j.KeyID, j.Endpoint, j.Model, nilIfEmptyJSON(j.Request), j.CreatedAt, j.Deadline,
+		j.Attempt}, nil
+}
+
+// FinishJob records a job's outcome and, if o.Charge, writes its ledger row and adds its cost
+// (from model_prices; 0 for an unpriced model) to the key's spend — atomically, in one
+// statement. It applies at most once per job: a second call, for example from a redelivery,
+// changes nothing and returns Applied=false. It returns ErrNotFound if o.Job is nil and the
+// job has no row.
+func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
+	args, err := s.finishArgs(ctx, &o)
+	if err != nil {
+		return Finished{}, err
+	}
+	var n int64
+	var f Finished
+	if err := s.pool.QueryRow(ctx, finishSQL, args...).Scan(&n, &f.CostUSD); err != nil {
+		return Finished{}, fmt.Errorf("finish job %s: %w", o.JobID, classify(err))
+	}
+	f.Applied = n == 1
+	return f, nil
+}
+
+// FinishJobs is FinishJob for many jobs in one round trip and one transaction, so one commit
+// (one fsync) settles them all. If any statement fails the whole batch is rolled back and the
+// error returned; callers then settle the jobs one by one to isolate the bad one.
+func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error) {
+	if len(os) == 1 {
+		f, err := s.FinishJob(ctx, os[0])
+		return []Finished{f}, err
+	}
+	b := &pgx.Batch{}
+	for i := range os {
+		args, err := s.finishArgs(ctx, &os[i])
+		if err != nil {
+			return nil, err
+		}
+		b.Queue(finishSQL, args...)
+	}
+	out := make([]Finished, len(os))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		br := tx.SendBatch(ctx, b)
+		for i := range os {
+			var n int64
+			if err := br.QueryRow().Scan(&n, &out[i].CostUSD); err != nil {
+				_ = br.Close()
+				return fmt.Errorf("finish job %s: %w", os[i].JobID, classify(err))
+			}
+			out[i].Applied = n == 1
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Job returns the job id if it belongs to keyID, or ErrNotFound.
@@ -296,14 +375,14 @@ func (s *Store) CancelJob(ctx context.Context, keyID, id string) (Job, error) {
 	return collectJob(rows, id)
 }
 
-// AbandonJob records that a sync caller left before its job ended: if the job has not
-// started it is stored as canceled, so no worker will run it; if it is running it is
-// flagged for cancellation.
+// AbandonJob records that a sync caller left before its job ended. The job's row is created
+// if need be — unfinished, flagged for cancellation — so that a worker that takes the job
+// later records it canceled instead of running it, while a worker running it now (which
+// also gets the cancel over NATS) still records what it cost.
 func (s *Store) AbandonJob(ctx context.Context, j NewJob) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, async, status, request, created_at,
-			deadline, finished_at, status_code, error, cancel_requested)
-		VALUES ($1, $2, $3, $4, false, 'canceled', $5, $6, $7, now(), 499,
-			'{"message":"the client closed the request","type":"canceled","code":"client_closed_request"}', true)
+			deadline, cancel_requested)
+		VALUES ($1, $2, $3, $4, false, 'queued', $5, $6, $7, true)
 		ON CONFLICT (id) DO UPDATE SET cancel_requested = true WHERE jobs.finished_at IS NULL`,
 		j.ID, j.KeyID, j.Endpoint, j.Model, j.Request, j.CreatedAt, j.Deadline)
 	if err != nil {

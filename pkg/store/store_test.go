@@ -97,12 +97,12 @@ func TestFinishJobChargesOnce(t *testing.T) {
 	applied := 0
 	for range 16 {
 		wg.Go(func() {
-			cost, ok, err := db.Store.FinishJob(ctx, out)
+			f, err := db.Store.FinishJob(ctx, out)
 			if err != nil {
 				t.Errorf("FinishJob: %v", err)
 				return
 			}
-			if ok {
+			if cost := f.CostUSD; f.Applied {
 				mu.Lock()
 				applied++
 				mu.Unlock()
@@ -143,10 +143,10 @@ func TestFinishJobWithoutChargeLeavesSpend(t *testing.T) {
 	ctx := t.Context()
 	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
 	j := startJob(t, db.Store, k.ID, "unpriced")
-	_, ok, err := db.Store.FinishJob(ctx, store.Outcome{JobID: j.ID, Status: store.StatusFailed, StatusCode: 400,
+	f, err := db.Store.FinishJob(ctx, store.Outcome{JobID: j.ID, Status: store.StatusFailed, StatusCode: 400,
 		Error: json.RawMessage(`{"message":"bad","type":"invalid_request_error"}`)})
-	if err != nil || !ok {
-		t.Fatalf("FinishJob: ok=%v err=%v", ok, err)
+	if err != nil || !f.Applied {
+		t.Fatalf("FinishJob: applied=%v err=%v", f.Applied, err)
 	}
 	got, err := db.Store.Job(ctx, k.ID, j.ID)
 	if err != nil || got.Status != store.StatusFailed || got.CostUSD != nil || *got.StatusCode != 400 {

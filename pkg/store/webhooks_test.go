@@ -74,7 +74,7 @@ func TestWebhookDeliveryCreatedWhenJobEnds(t *testing.T) {
 				t.Fatalf("StartJob: started=%v err=%v", started, err)
 			}
 			for range 2 { // a redelivery finishes it again: still one delivery
-				if _, _, err := db.Store.FinishJob(t.Context(), store.Outcome{JobID: j.ID, Status: store.StatusSucceeded,
+				if _, err := db.Store.FinishJob(t.Context(), store.Outcome{JobID: j.ID, Status: store.StatusSucceeded,
 					StatusCode: 200, Response: json.RawMessage(`{"ok":true}`),
 					Usage: &store.Usage{PromptTokens: 3, CompletionTokens: 4}, Charge: true}); err != nil {
 					t.Fatalf("FinishJob: %v", err)
@@ -103,7 +103,7 @@ func TestWebhookDeliveryCreatedWhenJobEnds(t *testing.T) {
 			}
 		}, 0},
 		{"no webhook", "", func(t *testing.T, db *storetest.Bundle, j store.Job) {
-			if _, _, err := db.Store.FinishJob(t.Context(), store.Outcome{JobID: j.ID, Status: store.StatusFailed,
+			if _, err := db.Store.FinishJob(t.Context(), store.Outcome{JobID: j.ID, Status: store.StatusFailed,
 				StatusCode: 400, Error: json.RawMessage(`{"message":"bad","type":"invalid_request_error"}`)}); err != nil {
 				t.Fatalf("FinishJob: %v", err)
 			}
