@@ -27,6 +27,7 @@ type Config struct {
 	DBMaxConns          int32         `env:"DB_MAX_CONNS" envDefault:"16"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
 	LogLevel            slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
+	PprofAddr           string        `env:"PPROF_ADDR"`
 }
 
 // Validate reports every out-of-range setting at once.

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
 )
@@ -115,6 +116,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	var wg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(ctx)
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
+	wg.Go(func() {
+		if err := cli.ServePprof(bgCtx, cfg.PprofAddr, log); err != nil {
+			log.Error("pprof", "err", err)
+		}
+	})
 	defer func() { stopBG(); wg.Wait() }()
 
 	errc := make(chan error, 1)

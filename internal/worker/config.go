@@ -32,6 +32,7 @@ type Config struct {
 	Retention           time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
 	DBMaxConns          int32         `env:"DB_MAX_CONNS" envDefault:"16"`
 	LogLevel            slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
+	PprofAddr           string        `env:"PPROF_ADDR"`
 }
 
 // Validate reports every out-of-range setting at once.

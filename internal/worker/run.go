@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/migrations"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
@@ -125,6 +126,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer func() { stopBG(); wg.Wait() }()
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
 	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg) })
+	wg.Go(func() {
+		if err := cli.ServePprof(bgCtx, cfg.PprofAddr, log); err != nil {
+			log.Error("pprof", "err", err)
+		}
+	})
 	wg.Go(func() { disp.Run(bgCtx) })
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ln) })
