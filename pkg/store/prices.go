@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -38,4 +39,35 @@ func (s *Store) Prices(ctx context.Context) ([]Price, error) {
 		return nil, fmt.Errorf("list prices: %w", err)
 	}
 	return ps, nil
+}
+
+// UsageRow is one group of GET /admin/v1/usage.
+type UsageRow struct {
+	Group            string  `json:"group"` // the model, or the day (YYYY-MM-DD, UTC)
+	Requests         int64   `json:"requests"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	CostUSD          float64 `json:"cost_usd"`
+}
+
+// Usage sums the ledger between from and to (to exclusive), optionally for one key, grouped
+// by "model" or "day".
+func (s *Store) Usage(ctx context.Context, keyID string, from, to time.Time, groupBy string) ([]UsageRow, error) {
+	group := "model"
+	if groupBy == "day" {
+		group = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+	}
+	// group is one of two constants above, never input.
+	rows, err := s.pool.Query(ctx, `SELECT `+group+` AS g, count(*), COALESCE(sum(prompt_tokens), 0)::bigint,
+		COALESCE(sum(completion_tokens), 0)::bigint, COALESCE(sum(cost_usd), 0)::float8
+		FROM usage_ledger WHERE ($1 = '' OR key_id = $1) AND created_at >= $2 AND created_at < $3
+		GROUP BY g ORDER BY g`, keyID, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[UsageRow])
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return out, nil
 }

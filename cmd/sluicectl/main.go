@@ -1,0 +1,343 @@
+// Command sluicectl is a small client for Sluice's admin API.
+//
+//	sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
+//
+//	keys     create|list|get|update|revoke
+//	channels create|list|get|update|delete
+//	prices   list|set
+//	usage    [-key KEY_ID] [-from T] [-to T] [-group-by model|day]
+//
+// The URL defaults to $SLUICE_URL or http://127.0.0.1:8080, the token to $SLUICE_ADMIN_TOKEN.
+// Answers are printed as indented JSON; API errors go to stderr with exit status 1.
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "sluicectl:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
+  keys create -name N [-budget USD] [-models a,b] [-rpm N] [-max-concurrency N] [-expires RFC3339]
+  keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
+  channels create -name N -provider openai|azure|anthropic|gemini|fake -base-url U [-api-key K]
+                  -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
+  channels list | channels get ID | channels update ID [same flags] | channels delete ID
+  prices list | prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M
+  usage [-key ID] [-from T] [-to T] [-group-by model|day]`
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	global := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
+	global.SetOutput(io.Discard)
+	base := global.String("url", cmp.Or(os.Getenv("SLUICE_URL"), "http://127.0.0.1:8080"), "ingress URL")
+	token := global.String("token", os.Getenv("SLUICE_ADMIN_TOKEN"), "admin token")
+	if err := global.Parse(args); err != nil {
+		return usageError{usage}
+	}
+	rest := global.Args()
+	if len(rest) < 1 {
+		return usageError{usage}
+	}
+	c := &client{base: strings.TrimSuffix(*base, "/"), token: *token, http: &http.Client{Timeout: 30 * time.Second}}
+	if c.token == "" {
+		return usageError{"set SLUICE_ADMIN_TOKEN or pass -token"}
+	}
+	resource, verb := rest[0], ""
+	if len(rest) > 1 {
+		verb = rest[1]
+	}
+	var tail []string
+	if len(rest) > 2 {
+		tail = rest[2:]
+	}
+	var (
+		v   any
+		err error
+	)
+	switch resource + " " + verb {
+	case "keys list":
+		v, err = c.do(ctx, http.MethodGet, "/admin/v1/keys", nil)
+	case "keys get", "keys revoke":
+		id, e := one(tail)
+		if e != nil {
+			return e
+		}
+		method := http.MethodGet
+		if verb == "revoke" {
+			method = http.MethodDelete
+		}
+		v, err = c.do(ctx, method, "/admin/v1/keys/"+url.PathEscape(id), nil)
+	case "keys create", "keys update":
+		id := ""
+		if verb == "update" {
+			if len(tail) == 0 {
+				return usageError{"keys update ID [flags]"}
+			}
+			id, tail = tail[0], tail[1:]
+		}
+		body, e := keyFlags(tail)
+		if e != nil {
+			return e
+		}
+		if verb == "create" {
+			v, err = c.do(ctx, http.MethodPost, "/admin/v1/keys", body)
+		} else {
+			v, err = c.do(ctx, http.MethodPatch, "/admin/v1/keys/"+url.PathEscape(id), body)
+		}
+	case "channels list":
+		v, err = c.do(ctx, http.MethodGet, "/admin/v1/channels", nil)
+	case "channels get", "channels delete":
+		id, e := one(tail)
+		if e != nil {
+			return e
+		}
+		method := http.MethodGet
+		if verb == "delete" {
+			method = http.MethodDelete
+		}
+		v, err = c.do(ctx, method, "/admin/v1/channels/"+url.PathEscape(id), nil)
+	case "channels create", "channels update":
+		id := ""
+		if verb == "update" {
+			if len(tail) == 0 {
+				return usageError{"channels update ID [flags]"}
+			}
+			id, tail = tail[0], tail[1:]
+		}
+		body, e := channelFlags(tail)
+		if e != nil {
+			return e
+		}
+		if verb == "create" {
+			v, err = c.do(ctx, http.MethodPost, "/admin/v1/channels", body)
+		} else {
+			v, err = c.do(ctx, http.MethodPatch, "/admin/v1/channels/"+url.PathEscape(id), body)
+		}
+	case "prices list":
+		v, err = c.do(ctx, http.MethodGet, "/admin/v1/prices", nil)
+	case "prices set":
+		if len(tail) != 3 {
+			return usageError{"prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M"}
+		}
+		var in, outp float64
+		if _, e := fmt.Sscan(tail[1], &in); e != nil {
+			return usageError{"input price: " + e.Error()}
+		}
+		if _, e := fmt.Sscan(tail[2], &outp); e != nil {
+			return usageError{"output price: " + e.Error()}
+		}
+		v, err = c.do(ctx, http.MethodPut, "/admin/v1/prices/"+url.PathEscape(tail[0]),
+			map[string]any{"input_usd_per_1m": in, "output_usd_per_1m": outp})
+	default:
+		if resource != "usage" {
+			return usageError{usage}
+		}
+		fs := flag.NewFlagSet("usage", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		key := fs.String("key", "", "key id")
+		from := fs.String("from", "", "from (Unix seconds or RFC 3339)")
+		to := fs.String("to", "", "to")
+		group := fs.String("group-by", "model", "model or day")
+		if e := fs.Parse(rest[1:]); e != nil {
+			return usageError{usage}
+		}
+		q := url.Values{"group_by": {*group}}
+		for k, val := range map[string]string{"key_id": *key, "from": *from, "to": *to} {
+			if val != "" {
+				q.Set(k, val)
+			}
+		}
+		v, err = c.do(ctx, http.MethodGet, "/admin/v1/usage?"+q.Encode(), nil)
+	}
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func one(args []string) (string, error) {
+	if len(args) != 1 {
+		return "", usageError{"expected exactly one ID"}
+	}
+	return args[0], nil
+}
+
+// keyFlags turns key flags into a JSON body holding only the flags given.
+func keyFlags(args []string) (map[string]any, error) {
+	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	name := fs.String("name", "", "")
+	budget := fs.Float64("budget", 0, "")
+	models := fs.String("models", "", "")
+	rpm := fs.Int("rpm", 0, "")
+	conc := fs.Int("max-concurrency", 0, "")
+	expires := fs.String("expires", "", "")
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{usage}
+	}
+	body := map[string]any{}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			body["name"] = *name
+		case "budget":
+			body["budget_usd"] = *budget
+		case "models":
+			body["models"] = splitList(*models)
+		case "rpm":
+			body["rpm"] = *rpm
+		case "max-concurrency":
+			body["max_concurrency"] = *conc
+		case "expires":
+			t, e := time.Parse(time.RFC3339, *expires)
+			if e != nil {
+				err = usageError{"-expires: want RFC 3339, e.g. 2027-01-01T00:00:00Z"}
+			}
+			body["expires_at"] = t.Unix()
+		}
+	})
+	return body, err
+}
+
+// channelFlags turns channel flags into a JSON body holding only the flags given.
+func channelFlags(args []string) (map[string]any, error) {
+	fs := flag.NewFlagSet("channels", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	name := fs.String("name", "", "")
+	provider := fs.String("provider", "", "")
+	baseURL := fs.String("base-url", "", "")
+	apiKey := fs.String("api-key", "", "")
+	models := fs.String("models", "", "")
+	mapping := fs.String("map", "", "")
+	priority := fs.Int("priority", 0, "")
+	weight := fs.Int("weight", 1, "")
+	disabled := fs.Bool("disabled", false, "")
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{usage}
+	}
+	body := map[string]any{}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			body["name"] = *name
+		case "provider":
+			body["provider"] = *provider
+		case "base-url":
+			body["base_url"] = *baseURL
+		case "api-key":
+			body["api_key"] = *apiKey
+		case "models":
+			body["models"] = splitList(*models)
+		case "map":
+			m := map[string]string{}
+			for _, pair := range splitList(*mapping) {
+				k, v, ok := strings.Cut(pair, "=")
+				if !ok {
+					err = usageError{"-map: want alias=model,…"}
+				}
+				m[k] = v
+			}
+			body["model_map"] = m
+		case "priority":
+			body["priority"] = *priority
+		case "weight":
+			body["weight"] = *weight
+		case "disabled":
+			body["enabled"] = !*disabled
+		}
+	})
+	return body, err
+}
+
+func splitList(s string) []string {
+	out := []string{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+type client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// do calls the admin API and decodes its JSON answer; a non-2xx answer is an error carrying
+// the API's message.
+func (c *client) do(ctx context.Context, method, path string, body any) (any, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%s %s: %s: answer is not JSON", method, path, resp.Status)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		_ = json.Unmarshal(b, &e)
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error.Message)
+	}
+	return v, nil
+}
