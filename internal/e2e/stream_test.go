@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +183,68 @@ func TestFiveMegabyteAnswer(t *testing.T) {
 	}
 	if st := up.Stats(); st.Succeeded != 1 || got.Usage.CompletionTokens != st.CompletionTokens {
 		t.Errorf("usage %d, upstream reports %d", got.Usage.CompletionTokens, st.CompletionTokens)
+	}
+}
+
+// TestTenMegabyteSSEEvent: one upstream SSE line of 10 MB passes through whole (no 64 KB
+// scanner limit; split across NATS messages and joined again).
+func TestTenMegabyteSSEEvent(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOpts{})
+	content := strings.Repeat("x", 10<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		chunk := func(v any) {
+			b, _ := json.Marshal(v)
+			_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
+		}
+		chunk(map[string]any{"object": "chat.completion.chunk", "choices": []any{map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": ""}}}})
+		chunk(map[string]any{"object": "chat.completion.chunk", "choices": []any{map[string]any{"index": 0, "delta": map[string]any{"content": content}}}})
+		chunk(map[string]any{"object": "chat.completion.chunk", "choices": []any{map[string]any{"index": 0, "delta": map[string]any{}, "finish_reason": "stop"}}})
+		chunk(map[string]any{"object": "chat.completion.chunk", "choices": []any{}, "usage": map[string]any{"prompt_tokens": 3, "completion_tokens": 2_621_440}})
+		_, _ = io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	s.channel(map[string]any{"provider": "openai", "base_url": srv.URL, "models": []string{"huge"}})
+	k := s.newKey(nil)
+	body := chatBody("huge", "go big")
+	body["stream"] = true
+	resp, b := s.do(http.MethodPost, "/v1/chat/completions", k.Key, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var got strings.Builder
+	done := false
+	rd := bufio.NewReaderSize(strings.NewReader(string(b)), 64<<10)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			break
+		}
+		data, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatalf("event of %d bytes is not whole JSON: %v", len(data), err)
+		}
+		for _, ch := range c.Choices {
+			got.WriteString(ch.Delta.Content)
+		}
+	}
+	if !done || got.Len() != len(content) {
+		t.Errorf("stream: done=%v, content %d bytes; want [DONE] and %d bytes", done, got.Len(), len(content))
 	}
 }

@@ -17,20 +17,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// request is what the ingress reads of a body to validate and route it; the body itself is
-// forwarded untouched.
-type request struct {
-	Model         json.RawMessage `json:"model"`
-	Messages      json.RawMessage `json:"messages"`
-	Prompt        json.RawMessage `json:"prompt"`
-	Input         json.RawMessage `json:"input"`
-	MaxTokens     json.RawMessage `json:"max_tokens"`
-	Stream        json.RawMessage `json:"stream"`
-	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
-	} `json:"stream_options"`
-}
-
 // parsed is a validated request.
 type parsed struct {
 	model     string
@@ -72,27 +58,31 @@ func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, erro
 	if len(body) == 0 || body[0] != '{' {
 		return nil, badRequest("", "The body must be a JSON object.")
 	}
-	var req request
+	// The body is forwarded untouched, so read its fields by their exact names, as the
+	// upstream will. (A struct would match them case-insensitively: {"streAm":true} would
+	// be validated as a stream here and sent upstream as none.)
+	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(err))
 	}
 	p := &parsed{body: body}
-	if err := json.Unmarshal(req.Model, &p.model); err != nil || strings.TrimSpace(p.model) == "" {
+	if err := json.Unmarshal(req["model"], &p.model); err != nil || strings.TrimSpace(p.model) == "" {
 		return nil, badRequest("model", "'model' is required and must be a non-empty string.")
 	}
-	if len(req.Stream) > 0 && string(req.Stream) != "null" {
-		if err := json.Unmarshal(req.Stream, &p.stream); err != nil {
-			return nil, badRequest("stream", "'stream' must be a boolean.")
-		}
+	if !optionalJSON(req["stream"], &p.stream) {
+		return nil, badRequest("stream", "'stream' must be a boolean.")
 	}
 	if p.stream && !allowStream {
 		return nil, badRequest("stream", "'stream' must be absent or false here.")
 	}
-	p.wantUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	var opts map[string]json.RawMessage
+	if !optionalJSON(req["stream_options"], &opts) || !optionalJSON(opts["include_usage"], &p.wantUsage) {
+		return nil, badRequest("stream_options", "'stream_options' must be an object with a boolean 'include_usage'.")
+	}
 	switch endpoint {
 	case jobs.EndpointChat, jobs.EndpointMessages:
 		var msgs []json.RawMessage
-		if err := json.Unmarshal(req.Messages, &msgs); err != nil || len(msgs) == 0 {
+		if err := json.Unmarshal(req["messages"], &msgs); err != nil || len(msgs) == 0 {
 			return nil, badRequest("messages", "'messages' is required and must be a non-empty array.")
 		}
 		for i, m := range msgs {
@@ -102,25 +92,31 @@ func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, erro
 		}
 		if endpoint == jobs.EndpointMessages {
 			var n int
-			if err := json.Unmarshal(req.MaxTokens, &n); err != nil || n < 1 {
+			if err := json.Unmarshal(req["max_tokens"], &n); err != nil || n < 1 {
 				return nil, badRequest("max_tokens", "'max_tokens' is required and must be a positive integer.")
 			}
 		}
 	case jobs.EndpointCompletions:
-		if len(req.Prompt) == 0 || string(req.Prompt) == "null" {
+		if len(req["prompt"]) == 0 || string(req["prompt"]) == "null" {
 			return nil, badRequest("prompt", "'prompt' is required.")
 		}
 	case jobs.EndpointEmbeddings:
 		if p.stream {
 			return nil, badRequest("stream", "Embeddings cannot be streamed.")
 		}
-		if len(req.Input) == 0 || string(req.Input) == "null" {
+		if len(req["input"]) == 0 || string(req["input"]) == "null" {
 			return nil, badRequest("input", "'input' is required.")
 		}
 	default:
 		return nil, badRequest("endpoint", fmt.Sprintf("Unknown endpoint %q.", endpoint))
 	}
 	return p, nil
+}
+
+// optionalJSON decodes raw into v unless it is absent or null; it reports whether raw was
+// absent, null or a valid v.
+func optionalJSON(raw json.RawMessage, v any) bool {
+	return len(raw) == 0 || string(raw) == "null" || json.Unmarshal(raw, v) == nil
 }
 
 // jsonProblem describes a JSON error without echoing the input.
@@ -312,6 +308,7 @@ type answer struct {
 	started bool // SSE headers and at least one event written
 	gap     bool // a message was lost: the body must come from Postgres
 	body    bytes.Buffer
+	partial bytes.Buffer // the parts so far of an event split across messages
 }
 
 // handle takes one reply message; it returns true when the response is complete.
@@ -328,6 +325,7 @@ func (a *answer) handle(rep jobs.Reply) bool {
 		}
 		a.attempt, a.next, a.gap = rep.Attempt, 0, false // a redelivery starts over
 		a.body.Reset()
+		a.partial.Reset()
 	}
 	if rep.Seq != a.next {
 		if a.started {
@@ -341,6 +339,15 @@ func (a *answer) handle(rep jobs.Reply) bool {
 	a.next = rep.Seq + 1
 	switch rep.Kind {
 	case jobs.KindEvent:
+		if rep.More || a.partial.Len() > 0 { // an event larger than one message, in parts
+			a.partial.Write(rep.Data)
+			if rep.More {
+				return false
+			}
+			a.event(rep.Event, a.partial.Bytes())
+			a.partial.Reset()
+			return false
+		}
 		a.event(rep.Event, rep.Data)
 	case jobs.KindBody:
 		a.body.Write(rep.Data)

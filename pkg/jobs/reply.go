@@ -20,6 +20,7 @@ const (
 	hdrKind    = "Sluice-Kind"    // event, body or final
 	hdrAttempt = "Sluice-Attempt" // the JetStream delivery that produced the message
 	hdrEvent   = "Sluice-Event"   // the SSE event name, for kind=event
+	hdrMore    = "Sluice-More"    // "1": this event's data continues in the next message
 )
 
 // Kinds of reply message.
@@ -48,6 +49,10 @@ func newReplier(nc *nats.Conn, subject string, attempt uint64) *replier {
 }
 
 func (r *replier) publish(kind string, data []byte, event string) error {
+	return r.publishPart(kind, data, event, false)
+}
+
+func (r *replier) publishPart(kind string, data []byte, event string, more bool) error {
 	if r.subject == "" {
 		return nil // async job: nobody waits on a subject
 	}
@@ -58,16 +63,24 @@ func (r *replier) publish(kind string, data []byte, event string) error {
 	if event != "" {
 		m.Header.Set(hdrEvent, event)
 	}
+	if more {
+		m.Header.Set(hdrMore, "1")
+	}
 	r.seq++
 	return r.nc.PublishMsg(m)
 }
 
-// event forwards one stream event.
+// event forwards one stream event; one larger than a NATS message goes as several parts,
+// each but the last marked "more", which the ingress joins before writing the event.
 func (r *replier) event(ev providers.Event) error {
-	if len(ev.Data) > r.maxPart {
-		return fmt.Errorf("stream event of %d bytes exceeds the reply limit of %d", len(ev.Data), r.maxPart)
+	data := ev.Data
+	for len(data) > r.maxPart {
+		if err := r.publishPart(KindEvent, data[:r.maxPart], ev.Name, true); err != nil {
+			return err
+		}
+		data = data[r.maxPart:]
 	}
-	return r.publish(KindEvent, ev.Data, ev.Name)
+	return r.publish(KindEvent, data, ev.Name)
 }
 
 // body sends a whole answer as as many slices as it takes.
@@ -99,6 +112,8 @@ type Reply struct {
 	Attempt int
 	Event   string
 	Data    []byte
+	// More is true when an event's data continues in the next message.
+	More bool
 }
 
 // ParseReply reads a reply message's headers.
@@ -109,7 +124,8 @@ func ParseReply(m *nats.Msg) (Reply, error) {
 	if err1 != nil || err2 != nil || (kind != KindEvent && kind != KindBody && kind != KindFinal) {
 		return Reply{}, fmt.Errorf("malformed reply message")
 	}
-	return Reply{Kind: kind, Seq: seq, Attempt: att, Event: m.Header.Get(hdrEvent), Data: m.Data}, nil
+	return Reply{Kind: kind, Seq: seq, Attempt: att, Event: m.Header.Get(hdrEvent), Data: m.Data,
+		More: m.Header.Get(hdrMore) == "1"}, nil
 }
 
 // Mux routes reply messages to the requests waiting for them, over ONE wildcard
