@@ -195,3 +195,75 @@ func TestExpireOverdue(t *testing.T) {
 		t.Fatalf("ExpireOverdue = %v, %v; want the one overdue job", expired, err)
 	}
 }
+
+func TestDeleteFinishedBeforeKeepsLedger(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	old := startJob(t, db.Store, k.ID, "m")
+	if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: old.ID, Status: store.StatusSucceeded, StatusCode: 200,
+		Response: json.RawMessage(`{}`), Usage: &store.Usage{PromptTokens: 1, CompletionTokens: 1}, Charge: true}); err != nil {
+		t.Fatal(err)
+	}
+	live := startJob(t, db.Store, k.ID, "m") // unfinished: never deleted
+	if _, err := db.Pool.Exec(ctx, `UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = $1`, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.Store.DeleteFinishedBefore(ctx, time.Now().Add(-30*24*time.Hour), 100)
+	if err != nil || n != 1 {
+		t.Fatalf("DeleteFinishedBefore = %d, %v; want 1", n, err)
+	}
+	if _, err := db.Store.Job(ctx, k.ID, old.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("old job still readable: %v", err)
+	}
+	if _, err := db.Store.Job(ctx, k.ID, live.ID); err != nil {
+		t.Errorf("unfinished job deleted: %v", err)
+	}
+	var ledger int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE job_id = $1`, old.ID).Scan(&ledger); err != nil || ledger != 1 {
+		t.Errorf("ledger rows of the deleted job = %d (%v), want 1: the bill is kept", ledger, err)
+	}
+}
+
+func TestFinishJobsBatchCreatesRowsOnce(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	if err := db.Store.SetPrice(ctx, store.Price{Model: "m", InputPerMTok: 1, OutputPerMTok: 1}); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	now := time.Now()
+	var batch []store.Outcome
+	for range 3 {
+		id := ids.New("job")
+		batch = append(batch, store.Outcome{JobID: id, Status: store.StatusSucceeded, StatusCode: 200,
+			Response: json.RawMessage(`{"ok":1}`), Usage: &store.Usage{PromptTokens: 100, CompletionTokens: 50}, Charge: true,
+			Job: &store.NewJob{ID: id, KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m",
+				Request: json.RawMessage(`{"model":"m"}`), CreatedAt: now, Deadline: now.Add(time.Minute), Attempt: 1}})
+	}
+	for round, wantApplied := range []bool{true, false} { // the second round is a redelivery
+		fs, err := db.Store.FinishJobs(ctx, batch)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for i, f := range fs {
+			if f.Applied != wantApplied {
+				t.Errorf("round %d job %d: applied %v, want %v", round, i, f.Applied, wantApplied)
+			}
+		}
+	}
+	key, _ := db.Store.KeyByID(ctx, k.ID)
+	if want := 3 * 150.0 / 1e6; key.SpentUSD != want {
+		t.Errorf("spent %v, want %v (three jobs, charged once each)", key.SpentUSD, want)
+	}
+	// A batch with an outcome Postgres rejects (its key does not exist) fails whole.
+	bad := batch[0]
+	bad.JobID = ids.New("job")
+	bad.Job = &store.NewJob{ID: bad.JobID, KeyID: "key_missing", Endpoint: "/v1/chat/completions", Model: "m",
+		CreatedAt: now, Deadline: now.Add(time.Minute)}
+	if _, err := db.Store.FinishJobs(ctx, []store.Outcome{batch[1], bad}); !errors.Is(err, store.ErrPermanent) {
+		t.Errorf("batch with a bad outcome: err = %v, want ErrPermanent", err)
+	}
+}
