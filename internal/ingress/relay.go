@@ -320,7 +320,9 @@ func (a *answer) handle(rep jobs.Reply) bool {
 		if a.started {
 			a.streamError(apiError(http.StatusBadGateway, "upstream_error", "stream_interrupted",
 				"The worker running this stream stopped; the stream is incomplete."))
-			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
+			// The caller will not get this run's output: cancel it uncharged, as a
+			// cancelled job is (CancelUser), rather than bill an estimate for output never seen.
+			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelUser)
 			return true
 		}
 		a.attempt, a.next, a.gap = rep.Attempt, 0, false // a redelivery starts over
@@ -328,10 +330,15 @@ func (a *answer) handle(rep jobs.Reply) bool {
 		a.partial.Reset()
 	}
 	if rep.Seq != a.next {
-		if a.started {
-			a.streamError(apiError(http.StatusBadGateway, "upstream_error", "stream_gap",
+		// A lost body part can be read back from Postgres, but a lost stream event cannot
+		// (streamed answers are not stored): a stream with a hole, started or not, must end
+		// in an error, never as if complete.
+		if a.started || a.job.Stream {
+			a.fail(apiError(http.StatusBadGateway, "upstream_error", "stream_gap",
 				"Part of the stream was lost in transit; the stream is incomplete."))
-			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
+			// The caller will not get this run's output: cancel it uncharged, as a
+			// cancelled job is (CancelUser), rather than bill an estimate for output never seen.
+			_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelUser)
 			return true
 		}
 		a.gap = true
@@ -436,8 +443,9 @@ func (a *answer) fromStore() bool {
 	}
 	f := jobs.FinalFromJob(&row)
 	if a.job.Stream && !a.started && f.Status == store.StatusSucceeded {
+		// Streamed answers are not stored, so there is nothing to replay: say so plainly.
 		a.fail(apiError(http.StatusBadGateway, "upstream_error", "stream_lost",
-			"The job succeeded but its stream was lost in transit; read it with GET /v1/jobs/"+a.job.ID+"."))
+			"The job succeeded but its stream was lost in transit (NATS was unavailable); retry the request."))
 		return true
 	}
 	a.gap = true // the body comes from the stored row

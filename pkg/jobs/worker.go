@@ -740,6 +740,9 @@ func setModel(body json.RawMessage, model string) (json.RawMessage, error) {
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, err
 	}
+	if m == nil { // the body was null: not an object either
+		return nil, errors.New("body is null")
+	}
 	var cur string
 	if json.Unmarshal(m["model"], &cur) == nil && cur == model {
 		return body, nil

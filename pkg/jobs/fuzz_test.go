@@ -1,0 +1,132 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// The fuzz tests run their seeds (here and in testdata/fuzz) with every `go test`; explore with
+//
+//	go test -run='^$' -fuzz=FuzzDecode -fuzztime=60s ./pkg/jobs/
+//
+// and commit what they find to testdata/fuzz/<FuzzName>/ once it is fixed.
+
+// FuzzDecode: Decode never panics and fails only with ErrBadJob; a job it accepts has the
+// fields it promises, re-encodes, decodes to the same job, and has a body the worker can
+// route (setModel, the worker's first use of it) without panicking.
+func FuzzDecode(f *testing.F) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
+	for _, j := range []*Job{
+		{ID: "job_1", KeyID: "key_1", Endpoint: EndpointChat, Model: "gpt-4o-mini",
+			Body:      json.RawMessage(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`),
+			CreatedAt: now, Deadline: now.Add(15 * time.Minute), Reply: "sluice.reply.abc.def"},
+		{ID: "job_2", KeyID: "key_2", Endpoint: EndpointChat, Model: "m", Body: json.RawMessage(`{"model":"m","stream":true}`),
+			Stream: true, WantUsageChunk: true, CreatedAt: now, Deadline: now.Add(time.Second), Reply: "r"},
+		{ID: "job_3", KeyID: "key_3", Endpoint: EndpointEmbeddings, Model: "e", Body: json.RawMessage(`{"model":"e","input":"x"}`),
+			Async: true, CreatedAt: now.In(time.FixedZone("", -7*3600)), Deadline: now.Add(time.Hour)},
+	} {
+		b, err := j.Encode()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := Decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadJob) || j != nil {
+				t.Fatalf("Decode = %v, %v; want nil and an error wrapping ErrBadJob", j, err)
+			}
+			return
+		}
+		if j.ID == "" || j.KeyID == "" || j.Endpoint == "" || j.Deadline.IsZero() {
+			t.Fatalf("Decode accepted a job without id, key, endpoint or deadline: %+v", j)
+		}
+		enc, err := j.Encode()
+		if err != nil {
+			t.Fatalf("a decoded job does not re-encode: %v", err)
+		}
+		j2, err := Decode(enc)
+		if err != nil {
+			t.Fatalf("a re-encoded job does not decode: %v\n%s", err, enc)
+		}
+		if !sameJob(j, j2) {
+			t.Fatalf("decode → encode → decode changed the job:\n%+v\n%+v", j, j2)
+		}
+		if enc2, err := j2.Encode(); err != nil || !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding is not stable:\n%s\n%s (%v)", enc, enc2, err)
+		}
+		_, _ = setModel(j.Body, "upstream-model") // must not panic on any body
+	})
+}
+
+// sameJob compares jobs field by field: times by instant, bodies by sameJSON. (The module
+// does not depend on go-cmp.)
+func sameJob(a, b *Job) bool {
+	x, y := *a, *b
+	if !x.CreatedAt.Equal(y.CreatedAt) || !x.Deadline.Equal(y.Deadline) || !sameJSON(x.Body, y.Body) {
+		return false
+	}
+	x.CreatedAt, x.Deadline, x.Body = time.Time{}, time.Time{}, nil
+	y.CreatedAt, y.Deadline, y.Body = time.Time{}, time.Time{}, nil
+	return reflect.DeepEqual(x, y)
+}
+
+// sameJSON reports whether two raw JSON values are the same once written by Encode, which
+// compacts them, escapes HTML characters, and writes an absent value as null.
+func sameJSON(a, b json.RawMessage) bool {
+	canon := func(r json.RawMessage) []byte {
+		if len(r) == 0 {
+			return []byte("null")
+		}
+		var c, h bytes.Buffer
+		if json.Compact(&c, r) != nil {
+			return r
+		}
+		json.HTMLEscape(&h, c.Bytes())
+		return h.Bytes()
+	}
+	return bytes.Equal(canon(a), canon(b))
+}
+
+// FuzzParseReply: ParseReply never panics, accepts only the three kinds with integer
+// sequence and attempt numbers, and returns exactly what the headers and payload carried.
+func FuzzParseReply(f *testing.F) {
+	f.Add(KindEvent, "0", "1", "message_start", []byte(`{"type":"message_start"}`))
+	f.Add(KindBody, "3", "2", "", []byte(`{"id":"chatcmpl-1","choices":[]}`))
+	f.Add(KindFinal, "7", "1", "", []byte(`{"job_id":"job_1","status":"succeeded","status_code":200,"cost_usd":0.1,"parts":7}`))
+	f.Add("final ", "+1", "-1", "ping", []byte(nil))
+	f.Add("", "", "", "", []byte{})
+	f.Add(KindEvent, "99999999999999999999", "0x10", "\x00", []byte("\xff"))
+	f.Fuzz(func(t *testing.T, kind, seq, attempt, event string, data []byte) {
+		m := &nats.Msg{Subject: "sluice.reply.x.y", Data: data, Header: nats.Header{}}
+		m.Header.Set(hdrKind, kind)
+		m.Header.Set(hdrSeq, seq)
+		m.Header.Set(hdrAttempt, attempt)
+		m.Header.Set(hdrEvent, event)
+		rep, err := ParseReply(m)
+		wantSeq, err1 := strconv.Atoi(seq)
+		wantAtt, err2 := strconv.Atoi(attempt)
+		valid := err1 == nil && err2 == nil && (kind == KindEvent || kind == KindBody || kind == KindFinal)
+		if err != nil {
+			if valid {
+				t.Fatalf("ParseReply refused kind %q seq %q attempt %q: %v", kind, seq, attempt, err)
+			}
+			return
+		}
+		if !valid {
+			t.Fatalf("ParseReply accepted kind %q seq %q attempt %q", kind, seq, attempt)
+		}
+		want := Reply{Kind: kind, Seq: wantSeq, Attempt: wantAtt, Event: event, Data: data}
+		if !reflect.DeepEqual(want, rep) {
+			t.Fatalf("ParseReply = %+v, want %+v", rep, want)
+		}
+	})
+}
