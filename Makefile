@@ -25,8 +25,12 @@ lint: ## golangci-lint v2 (installed on demand into .dev/bin)
 	@test -x .dev/bin/golangci-lint || GOBIN=$(CURDIR)/.dev/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2
 	@.dev/bin/golangci-lint run $(PKGS)
 
-bench: ## micro-benchmarks (results: BENCHMARKS.md)
-	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -run='^$$' -bench=. -benchmem -count=1 $(PKGS)
+bench: ## end-to-end benchmark, direct vs through Sluice (~5 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)
+	@$(GO) run ./cmd/sluicebench -go "$(GO)" $(BENCH_FLAGS)
+
+soak: ## fault storm: 50,000 requests through real ingress, worker and faulty upstream; bounds and exact ledger (~3 min; see BENCHMARKS.md)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" SLUICE_SOAK_REQUESTS=50000 \
+	  $(GO) test -count=1 -run '^TestSoak$$' -timeout 30m -v ./internal/e2e/
 
 build: ## build every binary into bin/
 	@mkdir -p bin && $(GO) build -o bin/ ./cmd/...

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
@@ -174,9 +176,10 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 
 // keyCache remembers recent key lookups for ttl, so a hot key costs no query per request.
 type keyCache struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]cachedKey
+	ttl    time.Duration
+	mu     sync.Mutex
+	m      map[string]cachedKey
+	flight singleflight.Group
 }
 
 type cachedKey struct {
@@ -240,15 +243,25 @@ func (s *Server) authenticate(r *http.Request) (store.Key, error) {
 	now := time.Now()
 	k, ok := s.keys.get(tok, now)
 	if !ok {
-		var err error
-		k, err = s.store.KeyBySecret(r.Context(), tok)
-		if err == store.ErrNotFound {
+		// One lookup per key at a time: when a hot key's entry expires, its concurrent
+		// requests share one query instead of each taking a connection.
+		v, err, _ := s.keys.flight.Do(string(store.HashKey(tok)), func() (any, error) {
+			// Not the first caller's context: its going away must not fail the others.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+			defer cancel()
+			k, err := s.store.KeyBySecret(ctx, tok)
+			if err == nil {
+				s.keys.put(tok, k, now)
+			}
+			return k, err
+		})
+		if errors.Is(err, store.ErrNotFound) {
 			return store.Key{}, errInvalidKey
 		}
 		if err != nil {
 			return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
 		}
-		s.keys.put(tok, k, now)
+		k = v.(store.Key)
 	}
 	if !k.Usable(now) {
 		return store.Key{}, errInvalidKey

@@ -98,6 +98,9 @@ type Worker struct {
 	cancelled map[string]time.Time
 }
 
+// settlers is how many batches may be written at once: while one commits, the next fills.
+const settlers = 4
+
 // maxCancelled bounds the remembered cancels.
 const maxCancelled = 100_000
 
@@ -134,15 +137,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(context.Background())
 	bg.Go(func() { w.heartbeat(bgCtx) })
-	bg.Go(func() { w.settle.run(bgCtx) })
+	for range settlers {
+		bg.Go(func() { w.settle.run(bgCtx) })
+	}
 	defer func() { stopBG(); bg.Wait() }()
 
 	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
 	// conc starts pool goroutines lazily and keeps them until Wait: start all k now, so the
-	// process's goroutine count is the same at idle as after load (k of them, always).
+	// process's goroutine count is the same at idle as after load. Each warm-up task holds
+	// its goroutine until all k exist, so Go must start a new goroutine for every one.
+	var warm sync.WaitGroup
+	release := make(chan struct{})
+	warm.Add(w.cfg.Concurrency)
 	for range w.cfg.Concurrency {
-		p.Go(func() {})
+		p.Go(func() { warm.Done(); <-release })
 	}
+	warm.Wait()
+	close(release)
 	free := make(chan struct{}, w.cfg.Concurrency) // one token per idle slot
 	for range w.cfg.Concurrency {
 		free <- struct{}{}
