@@ -105,14 +105,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 	}
 	now := time.Now()
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: sub.Endpoint, Model: sub.model, Body: sub.Body,
-		Async: true, CreatedAt: now, Deadline: now.Add(timeout)}
+		Async: true, CreatedAt: now, Deadline: now.Add(timeout), HoldsSlot: key.MaxConcurrency != nil}
 	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	row, created, err := s.store.CreateQueuedJob(r.Context(), store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint,
 		Model: job.Model, Async: true, Request: job.Body, Metadata: sub.Metadata, WebhookURL: webhook,
-		CreatedAt: now, Deadline: job.Deadline}, idem)
+		CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}, idem)
 	if err != nil {
 		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
 		return

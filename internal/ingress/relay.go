@@ -233,7 +233,8 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	}
 	now := time.Now()
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: endpoint, Model: p.model, Body: p.body,
-		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout)}
+		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout),
+		HoldsSlot: key.MaxConcurrency != nil}
 	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -282,7 +283,8 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 			defer cancel()
 			if err := s.store.AbandonJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
-				Model: job.Model, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline}); err != nil {
+				Model: job.Model, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
+				HoldsSlot: job.HoldsSlot}); err != nil {
 				s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
 			}
 			return

@@ -27,7 +27,9 @@ type Job struct {
 	// WantUsageChunk is true when a streaming caller asked for the final usage chunk.
 	WantUsageChunk bool `json:"want_usage_chunk,omitempty"`
 	// Async jobs have a row in Postgres before they are published.
-	Async     bool      `json:"async,omitempty"`
+	Async bool `json:"async,omitempty"`
+	// HoldsSlot is true when the job took one of its key's max_concurrency slots.
+	HoldsSlot bool      `json:"holds_slot,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Deadline  time.Time `json:"deadline"`
 	// Reply is the subject the answer goes to; empty for async jobs.

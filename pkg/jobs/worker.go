@@ -88,7 +88,7 @@ type Worker struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	settle  *settler
+	settle *settler
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc // job id → cancel
@@ -343,7 +343,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			var err error
 			row, started, err = w.rec.StartJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
 				Model: job.Model, Async: job.Async, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
-				Attempt: int(md.NumDelivered)})
+				Attempt: int(md.NumDelivered), HoldsSlot: job.HoldsSlot})
 			return err
 		})
 		if err != nil {
@@ -420,7 +420,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
 		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge,
 		Job: &store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Request: job.Body,
-			CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: attempt(msg)}}
+			CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: attempt(msg), HoldsSlot: job.HoldsSlot}}
 	err := retryStore(ctx, log, "finish job", func(ctx context.Context) error {
 		f, err := w.settle.finish(ctx, o)
 		cost, applied = f.CostUSD, f.Applied

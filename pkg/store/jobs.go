@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/pkg/ids"
 )
 
 // Job statuses.
@@ -63,6 +65,9 @@ type NewJob struct {
 	Deadline   time.Time
 	// Attempt is the delivery this is (1 for the first); it becomes the job's attempts.
 	Attempt int
+	// HoldsSlot is true when the job took one of its key's max_concurrency slots, which
+	// the job's row frees when it ends.
+	HoldsSlot bool
 }
 
 // CreateQueuedJob inserts an async job as queued, before it is published, so that it reads
@@ -98,9 +103,10 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 			webhook = &j.WebhookURL
 		}
 		rows, err := tx.Query(ctx, `INSERT INTO jobs
-			(id, key_id, endpoint, model, async, status, request, metadata, webhook_url, created_at, deadline)
-			VALUES ($1, $2, $3, $4, true, 'queued', $5, $6, $7, $8, $9) RETURNING `+jobColumns,
-			j.ID, j.KeyID, j.Endpoint, j.Model, j.Request, j.Metadata, webhook, j.CreatedAt, j.Deadline)
+			(id, key_id, endpoint, model, async, status, request, metadata, webhook_url, created_at, deadline, holds_slot)
+			VALUES ($1, $2, $3, $4, true, 'queued', $5, $6, $7, $8, $9, $10) RETURNING `+jobColumns,
+			j.ID, j.KeyID, j.Endpoint, j.Model, nilIfEmptyJSON(j.Request), j.Metadata, webhook, j.CreatedAt, j.Deadline,
+			j.HoldsSlot)
 		if err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}
@@ -120,14 +126,15 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 // with started=false, so the caller can replay its answer instead of calling upstream again.
 func (s *Store) StartJob(ctx context.Context, j NewJob) (job Job, started bool, err error) {
 	rows, err := s.pool.Query(ctx, `INSERT INTO jobs
-		(id, key_id, endpoint, model, async, status, attempts, request, metadata, webhook_url, created_at, started_at, deadline)
-		VALUES ($1, $2, $3, $4, $5, 'running', GREATEST($11::int, 1), $6, $7, $8, $9, now(), $10)
+		(id, key_id, endpoint, model, async, status, attempts, request, metadata, webhook_url, created_at, started_at, deadline,
+			holds_slot)
+		VALUES ($1, $2, $3, $4, $5, 'running', GREATEST($11::int, 1), $6, $7, $8, $9, now(), $10, $12)
 		ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts + 1, $11::int),
 			started_at = COALESCE(jobs.started_at, now())
 		WHERE jobs.finished_at IS NULL
 		RETURNING `+jobColumns,
-		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, j.Request, j.Metadata, nilIfEmpty(j.WebhookURL), j.CreatedAt, j.Deadline,
-		j.Attempt)
+		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, nilIfEmptyJSON(j.Request), j.Metadata, nilIfEmpty(j.WebhookURL),
+		j.CreatedAt, j.Deadline, j.Attempt, j.HoldsSlot)
 	if err != nil {
 		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
 	}
@@ -181,9 +188,10 @@ const finishSQL = `WITH price AS (
 			FROM model_prices p WHERE p.model = $13), 0) AS cost),
 	fin AS (
 		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
-			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd)
-		SELECT $1, $11, $12, $13, false, $2, GREATEST($17::int, 1), $14, $15, $15, $16, $3, $4, $5, $6::bigint, $7::bigint, NULLIF($8, ''), now(),
-			CASE WHEN $9::bool THEN price.cost END
+			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd,
+			holds_slot)
+		SELECT $1, $11, $12, $13, false, $2, GREATEST($17::int, 1), $14, $15, $15, $16, $3, $4, $5, $6::bigint, $7::bigint,
+			NULLIF($8, ''), now(), CASE WHEN $9::bool THEN price.cost END, $18
 		FROM price
 		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_code = EXCLUDED.status_code,
 			response = EXCLUDED.response, error = EXCLUDED.error, prompt_tokens = EXCLUDED.prompt_tokens,
@@ -219,7 +227,7 @@ func (s *Store) finishArgs(ctx context.Context, o *Outcome) ([]any, error) {
 	}
 	return []any{o.JobID, o.Status, o.StatusCode, nilIfEmptyJSON(o.Response), nilIfEmptyJSON(o.Error), pt, ct, o.ChannelID,
 		o.Charge && o.Usage != nil, estimated, j.KeyID, j.Endpoint, j.Model, nilIfEmptyJSON(j.Request), j.CreatedAt, j.Deadline,
-		j.Attempt}, nil
+		j.Attempt, j.HoldsSlot}, nil
 }
 
 // FinishJob records a job's outcome and, if o.Charge, writes its ledger row and adds its cost
@@ -241,37 +249,111 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 	return f, nil
 }
 
-// FinishJobs is FinishJob for many jobs in one round trip and one transaction, so one commit
-// (one fsync) settles them all. If any statement fails the whole batch is rolled back and the
-// error returned; callers then settle the jobs one by one to isolate the bad one.
+// finishManySQL is finishSQL for a whole batch in one statement: the outcomes arrive as
+// arrays, and the key's spend is updated once per key rather than once per job.
+const finishManySQL = `WITH input AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
+			$16::timestamptz[], $17::int[], $18::bool[])
+		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
+			request, created_at, deadline, attempt, holds_slot)),
+	priced AS (
+		SELECT input.*, CASE WHEN input.charge THEN
+			COALESCE((input.pt * p.input_usd_per_1m + input.ct * p.output_usd_per_1m) / 1000000, 0) END AS cost
+		FROM input LEFT JOIN model_prices p ON p.model = input.model),
+	fin AS (
+		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
+			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd,
+			holds_slot)
+		SELECT id, key_id, endpoint, model, false, status, GREATEST(attempt, 1), request::json, created_at, created_at,
+			deadline, status_code, response::json, error::jsonb, pt, ct, NULLIF(channel_id, ''), now(), cost, holds_slot
+		FROM priced
+		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_code = EXCLUDED.status_code,
+			response = EXCLUDED.response, error = EXCLUDED.error, prompt_tokens = EXCLUDED.prompt_tokens,
+			completion_tokens = EXCLUDED.completion_tokens, channel_id = EXCLUDED.channel_id, finished_at = now(),
+			cost_usd = EXCLUDED.cost_usd
+		WHERE j.finished_at IS NULL
+		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
+	led AS (
+		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
+		SELECT fin.id, fin.key_id, fin.model, fin.channel_id, fin.prompt_tokens, fin.completion_tokens, fin.cost_usd,
+			priced.estimated
+		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
+		ON CONFLICT (job_id) DO NOTHING
+		RETURNING job_id, key_id, cost_usd),
+	spend AS (
+		UPDATE api_keys k SET spent_usd = k.spent_usd + s.total
+		FROM (SELECT key_id, sum(cost_usd) AS total FROM led GROUP BY key_id) s WHERE k.id = s.key_id RETURNING 1)
+	SELECT fin.id, COALESCE(led.cost_usd::float8, 0) FROM fin LEFT JOIN led ON led.job_id = fin.id`
+
+// FinishJobs is FinishJob for many jobs in one statement, so one round trip and one commit
+// (one fsync) settle them all, and each key's spend row is updated once. It is atomic: if
+// any outcome is rejected, nothing is written and the error is returned; callers then settle
+// the jobs one by one to isolate the bad one. The same job twice in one batch is such an error.
 func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error) {
 	if len(os) == 1 {
 		f, err := s.FinishJob(ctx, os[0])
 		return []Finished{f}, err
 	}
-	b := &pgx.Batch{}
-	for i := range os {
-		args, err := s.finishArgs(ctx, &os[i])
-		if err != nil {
-			return nil, err
+	n := len(os)
+	var (
+		jobIDs, statuses, channels, keys, endpoints, models = make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n)
+		codes, attempts           = make([]int32, n), make([]int32, n)
+		responses, errs, requests = make([]*string, n), make([]*string, n), make([]*string, n)
+		pts, cts                  = make([]*int64, n), make([]*int64, n)
+		charges, estimated, slots = make([]bool, n), make([]bool, n), make([]bool, n)
+		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
+	)
+	text := func(b json.RawMessage) *string {
+		if len(b) == 0 {
+			return nil
 		}
-		b.Queue(finishSQL, args...)
+		v := string(b)
+		return &v
 	}
-	out := make([]Finished, len(os))
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		br := tx.SendBatch(ctx, b)
-		for i := range os {
-			var n int64
-			if err := br.QueryRow().Scan(&n, &out[i].CostUSD); err != nil {
-				_ = br.Close()
-				return fmt.Errorf("finish job %s: %w", os[i].JobID, classify(err))
+	for i := range os {
+		o := &os[i]
+		j := o.Job
+		if j == nil {
+			row, err := s.jobByID(ctx, o.JobID)
+			if err != nil {
+				return nil, err
 			}
-			out[i].Applied = n == 1
+			j = &NewJob{KeyID: row.KeyID, Endpoint: row.Endpoint, Model: row.Model, CreatedAt: row.CreatedAt,
+				Deadline: row.Deadline}
 		}
-		return br.Close()
-	})
+		jobIDs[i], statuses[i], codes[i], channels[i] = o.JobID, o.Status, int32(o.StatusCode), o.ChannelID
+		responses[i], errs[i], requests[i] = text(o.Response), text(o.Error), text(j.Request)
+		if o.Usage != nil {
+			pts[i], cts[i], estimated[i] = &o.Usage.PromptTokens, &o.Usage.CompletionTokens, o.Usage.Estimated
+		}
+		charges[i] = o.Charge && o.Usage != nil
+		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
+		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
+	}
+	rows, err := s.pool.Query(ctx, finishManySQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
+		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
+	}
+	applied := map[string]float64{}
+	for rows.Next() {
+		var id string
+		var cost float64
+		if err := rows.Scan(&id, &cost); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("finish %d jobs: %w", n, err)
+		}
+		applied[id] = cost
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
+	}
+	out := make([]Finished, n)
+	for i, id := range jobIDs {
+		cost, ok := applied[id]
+		out[i] = Finished{Applied: ok, CostUSD: cost}
 	}
 	return out, nil
 }
@@ -381,21 +463,22 @@ func (s *Store) CancelJob(ctx context.Context, keyID, id string) (Job, error) {
 // also gets the cancel over NATS) still records what it cost.
 func (s *Store) AbandonJob(ctx context.Context, j NewJob) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, async, status, request, created_at,
-			deadline, cancel_requested)
-		VALUES ($1, $2, $3, $4, false, 'queued', $5, $6, $7, true)
+			deadline, cancel_requested, holds_slot)
+		VALUES ($1, $2, $3, $4, false, 'queued', $5, $6, $7, true, $8)
 		ON CONFLICT (id) DO UPDATE SET cancel_requested = true WHERE jobs.finished_at IS NULL`,
-		j.ID, j.KeyID, j.Endpoint, j.Model, j.Request, j.CreatedAt, j.Deadline)
+		j.ID, j.KeyID, j.Endpoint, j.Model, nilIfEmptyJSON(j.Request), j.CreatedAt, j.Deadline, j.HoldsSlot)
 	if err != nil {
 		return fmt.Errorf("abandon job %s: %w", j.ID, classify(err))
 	}
 	return nil
 }
 
-// DeleteFinishedBefore removes jobs that ended before t (the retention period), in batches,
-// and returns how many it removed. Ledger rows are kept: they are the bill.
+// DeleteFinishedBefore removes finished jobs created before t (the retention period), at
+// most batch at a time, and returns how many it removed. Job ids sort by creation time, so
+// the primary key finds them. Ledger rows are kept: they are the bill.
 func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, batch int) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM jobs WHERE id IN (
-		SELECT id FROM jobs WHERE finished_at < $1 LIMIT $2)`, t, batch)
+		SELECT id FROM jobs WHERE id < $1 AND finished_at IS NOT NULL LIMIT $2)`, ids.NewAt("job", t), batch)
 	if err != nil {
 		return 0, fmt.Errorf("delete old jobs: %w", err)
 	}

@@ -131,7 +131,7 @@ func TestFinishJobChargesOnce(t *testing.T) {
 	// A redelivery that starts the finished job again is told it has finished.
 	again, started, err := db.Store.StartJob(ctx, store.NewJob{ID: j.ID, KeyID: k.ID, Endpoint: j.Endpoint, Model: "m",
 		CreatedAt: j.CreatedAt, Deadline: j.Deadline})
-	if err != nil || started || again.Status != store.StatusSucceeded || string(again.Response) != `{"ok": true}` {
+	if err != nil || started || again.Status != store.StatusSucceeded || string(again.Response) != `{"ok":true}` {
 		t.Errorf("StartJob after finish = (%s, %s, started %v, %v), want the succeeded job, not started",
 			again.Status, again.Response, started, err)
 	}
@@ -201,15 +201,17 @@ func TestDeleteFinishedBeforeKeepsLedger(t *testing.T) {
 	db := storetest.New(t)
 	ctx := t.Context()
 	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
-	old := startJob(t, db.Store, k.ID, "m")
+	past := time.Now().Add(-40 * 24 * time.Hour)
+	old, _, err := db.Store.StartJob(ctx, store.NewJob{ID: ids.NewAt("job", past), KeyID: k.ID, Endpoint: "/v1/chat/completions",
+		Model: "m", CreatedAt: past, Deadline: past.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: old.ID, Status: store.StatusSucceeded, StatusCode: 200,
 		Response: json.RawMessage(`{}`), Usage: &store.Usage{PromptTokens: 1, CompletionTokens: 1}, Charge: true}); err != nil {
 		t.Fatal(err)
 	}
-	live := startJob(t, db.Store, k.ID, "m") // unfinished: never deleted
-	if _, err := db.Pool.Exec(ctx, `UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = $1`, old.ID); err != nil {
-		t.Fatal(err)
-	}
+	live := startJob(t, db.Store, k.ID, "m") // recent and unfinished: never deleted
 	n, err := db.Store.DeleteFinishedBefore(ctx, time.Now().Add(-30*24*time.Hour), 100)
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteFinishedBefore = %d, %v; want 1", n, err)
