@@ -110,9 +110,18 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		s.writeError(w, r, err)
 		return
 	}
-	row, created, err := s.store.CreateQueuedJob(r.Context(), store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint,
-		Model: job.Model, Async: true, Request: job.Body, Metadata: sub.Metadata, WebhookURL: webhook,
-		CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}, idem)
+	nj := store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint, Model: job.Model, Async: true, Request: job.Body,
+		Metadata: sub.Metadata, WebhookURL: webhook, CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}
+	var (
+		row     store.Job
+		created = true
+		err     error
+	)
+	if idem != "" {
+		row, created, err = s.store.CreateQueuedJob(r.Context(), nj, idem)
+	} else if err = s.queue.create(r.Context(), nj); err == nil {
+		row = store.QueuedJob(&nj)
+	}
 	if err != nil {
 		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
 		return

@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	}
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: jobs.NewPublisher(nc, js, 5*time.Second), mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done}
+		maxBody: maxBody, done: done, queue: &queuer{st: st, in: make(chan queueReq)}}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	h := http.NewServeMux()
@@ -116,12 +116,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	var wg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(ctx)
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
+	// The queuers serve submissions until the HTTP server has drained (see the shutdown below).
+	queueCtx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
+	for range queuers {
+		wg.Go(func() { s.queue.run(queueCtx) })
+	}
 	wg.Go(func() {
 		if err := cli.ServePprof(bgCtx, cfg.PprofAddr, log); err != nil {
 			log.Error("pprof", "err", err)
 		}
 	})
-	defer func() { stopBG(); wg.Wait() }()
+	defer func() { stopBG(); stopQueue(); wg.Wait() }()
 
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ln) })

@@ -38,6 +38,7 @@ type Server struct {
 	// nudgeRouter asks every process to reload channels now.
 	nudgeRouter func()
 	done        *jobs.DoneHub
+	queue       *queuer
 }
 
 type metrics struct {

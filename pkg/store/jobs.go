@@ -484,3 +484,55 @@ func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, batch int
 	}
 	return tag.RowsAffected(), nil
 }
+
+// CreateQueuedJobs inserts many async jobs (without idempotency keys) as queued in one
+// statement: one round trip and one commit for the batch. It is atomic: on an error nothing
+// is inserted. The rows read exactly as QueuedJob describes them.
+func (s *Store) CreateQueuedJobs(ctx context.Context, js []NewJob) error {
+	n := len(js)
+	jobIDs, keys, endpoints, models := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	requests, metadata, webhooks := make([]*string, n), make([]*string, n), make([]*string, n)
+	created, deadlines := make([]time.Time, n), make([]time.Time, n)
+	slots := make([]bool, n)
+	for i, j := range js {
+		jobIDs[i], keys[i], endpoints[i], models[i] = j.ID, j.KeyID, j.Endpoint, j.Model
+		if len(j.Request) > 0 {
+			v := string(j.Request)
+			requests[i] = &v
+		}
+		if j.Metadata != nil {
+			b, err := json.Marshal(j.Metadata)
+			if err != nil {
+				return err
+			}
+			v := string(b)
+			metadata[i] = &v
+		}
+		webhooks[i] = nilIfEmpty(j.WebhookURL)
+		created[i], deadlines[i], slots[i] = j.CreatedAt, j.Deadline, j.HoldsSlot
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO jobs
+		(id, key_id, endpoint, model, async, status, request, metadata, webhook_url, created_at, deadline, holds_slot)
+		SELECT id, key_id, endpoint, model, true, 'queued', request::json, metadata::jsonb, webhook_url, created_at,
+			deadline, holds_slot
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+			$8::timestamptz[], $9::timestamptz[], $10::bool[])
+			AS t(id, key_id, endpoint, model, request, metadata, webhook_url, created_at, deadline, holds_slot)`,
+		jobIDs, keys, endpoints, models, requests, metadata, webhooks, created, deadlines, slots)
+	if err != nil {
+		return fmt.Errorf("create %d jobs: %w", n, classify(err))
+	}
+	return nil
+}
+
+// QueuedJob is the row CreateQueuedJobs writes for j, without reading it back.
+func QueuedJob(j *NewJob) Job {
+	var webhook *string
+	if j.WebhookURL != "" {
+		webhook = &j.WebhookURL
+	}
+	// Postgres keeps microseconds; so does the row this stands for.
+	return Job{ID: j.ID, KeyID: j.KeyID, Endpoint: j.Endpoint, Model: j.Model, Async: true, Status: StatusQueued,
+		Metadata: j.Metadata, WebhookURL: webhook, CreatedAt: j.CreatedAt.Truncate(time.Microsecond),
+		Deadline: j.Deadline.Truncate(time.Microsecond)}
+}

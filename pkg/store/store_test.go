@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/pkg/ids"
@@ -267,5 +269,41 @@ func TestFinishJobsBatchCreatesRowsOnce(t *testing.T) {
 		CreatedAt: now, Deadline: now.Add(time.Minute)}
 	if _, err := db.Store.FinishJobs(ctx, []store.Outcome{batch[1], bad}); !errors.Is(err, store.ErrPermanent) {
 		t.Errorf("batch with a bad outcome: err = %v, want ErrPermanent", err)
+	}
+}
+
+func TestCreateQueuedJobsMatchesQueuedJob(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	now := time.Now()
+	var js []store.NewJob
+	for i := range 3 {
+		js = append(js, store.NewJob{ID: ids.New("job"), KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m",
+			Async: true, Request: json.RawMessage(`{"model":"m"}`), CreatedAt: now, Deadline: now.Add(time.Minute),
+			Metadata: map[string]string{"i": fmt.Sprint(i)}, WebhookURL: map[bool]string{true: "https://example.com/h"}[i == 1]})
+	}
+	if err := db.Store.CreateQueuedJobs(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	for i := range js {
+		got, err := db.Store.Job(ctx, k.ID, js[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := store.QueuedJob(&js[i])
+		if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
+			t.Errorf("job %d: QueuedJob differs from the stored row (-want +got):\n%s", i, diff)
+		}
+	}
+	// The batch is atomic: a duplicate id fails it whole.
+	dup := []store.NewJob{js[0], {ID: ids.New("job"), KeyID: k.ID, Endpoint: "/v1/embeddings", Model: "m", CreatedAt: now,
+		Deadline: now.Add(time.Minute)}}
+	if err := db.Store.CreateQueuedJobs(ctx, dup); err == nil {
+		t.Fatal("a batch with a duplicate id succeeded")
+	}
+	if _, err := db.Store.Job(ctx, k.ID, dup[1].ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the other job of a failed batch was stored: %v", err)
 	}
 }
