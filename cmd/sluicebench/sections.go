@@ -1,0 +1,471 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+)
+
+// syncPoint is one concurrency level of the sync section (or the stream section).
+type syncPoint struct {
+	Concurrency int        `json:"concurrency"`
+	Direct      loadResult `json:"direct"`
+	Sluice      loadResult `json:"sluice"`
+	// AddedP50 is Sluice's p50 minus the direct p50 (of TTFB for streams), in ms.
+	AddedP50 float64  `json:"added_p50_ms"`
+	CPU      cpuShare `json:"sluice_cpu"`
+	// DirectCPU is the machine's CPU use during the direct run.
+	DirectCPU cpuShare `json:"direct_cpu"`
+}
+
+// paired is the c=1 run that alternates a direct and a Sluice request, so both see the same
+// machine state; the median of the per-pair differences is the added latency.
+type paired struct {
+	Pairs        int     `json:"pairs"`
+	MedianAdded  float64 `json:"median_added_ms"`
+	DirectP50    float64 `json:"direct_p50_ms"`
+	SluiceP50    float64 `json:"sluice_p50_ms"`
+	P90Added     float64 `json:"p90_added_ms"`
+	Errors       int     `json:"errors"`
+	FirstErr     string  `json:"first_error,omitempty"`
+	DurationSecs float64 `json:"duration_s"`
+}
+
+func (s *stack) directReq(stream bool) request {
+	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer sk-bench"}}
+	return request{method: http.MethodPost, url: "http://" + s.fastAddr + "/v1/chat/completions", header: h,
+		body: chatBody(fastModel, stream, true), stream: stream}
+}
+
+func (s *stack) sluiceReq(stream bool) request {
+	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + s.key}}
+	return request{method: http.MethodPost, url: "http://" + s.ingAddr + "/v1/chat/completions", header: h,
+		body: chatBody(fastModel, stream, false), stream: stream}
+}
+
+// measure runs l with the CPU meter open over its measured window.
+func (s *stack) measure(ctx context.Context, l load) (loadResult, cpuShare) {
+	m := newCPUMeter(s.pids(), s.dbName)
+	var share cpuShare
+	l.onMeasure = func(open bool) {
+		if open {
+			m.open()
+		} else {
+			share = m.close()
+		}
+	}
+	return l.run(ctx), share
+}
+
+// loadSection runs, for each concurrency, the direct load and then the same load through
+// Sluice.
+func (s *stack) loadSection(ctx context.Context, name string, stream bool, concs []int) []syncPoint {
+	var pts []syncPoint
+	for _, c := range concs {
+		if ctx.Err() != nil {
+			break
+		}
+		pt := syncPoint{Concurrency: c}
+		logf("%s c=%d: direct to the fake upstream (%s warm-up + %s)", name, c, s.cfg.warmup, s.cfg.duration)
+		pt.Direct, pt.DirectCPU = s.measure(ctx, load{req: s.directReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration})
+		logf("%s c=%d: through Sluice", name, c)
+		pt.Sluice, pt.CPU = s.measure(ctx, load{req: s.sluiceReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration})
+		if stream {
+			pt.AddedP50 = pt.Sluice.TTFB.P50 - pt.Direct.TTFB.P50
+		} else {
+			pt.AddedP50 = pt.Sluice.Latency.P50 - pt.Direct.Latency.P50
+		}
+		logf("%s c=%d: direct %.0f req/s p50 %.3f ms; Sluice %.0f req/s p50 %.3f ms (errors %d/%d)", name, c,
+			pt.Direct.Rate, pt.Direct.Latency.P50, pt.Sluice.Rate, pt.Sluice.Latency.P50, pt.Direct.Errors, pt.Sluice.Errors)
+		pts = append(pts, pt)
+	}
+	return pts
+}
+
+// pairedRun alternates direct and Sluice requests on one goroutine for dur after a short
+// warm-up, swapping their order every pair.
+func (s *stack) pairedRun(ctx context.Context, dur time.Duration) paired {
+	const maxPairs = 1 << 17
+	dc, sc := newClient(1), newClient(1)
+	defer dc.CloseIdleConnections()
+	defer sc.CloseIdleConnections()
+	dreq, dbody, _ := s.directReq(false).build(ctx)
+	sreq, sbody, _ := s.sluiceReq(false).build(ctx)
+	diffs := make([]time.Duration, 0, maxPairs)
+	var dh, sh hist
+	res := paired{}
+	one := func(c *http.Client, req *http.Request, b *replayBody) (time.Duration, error) {
+		b.off = 0
+		t0 := time.Now()
+		_, err := do(c, req, nil, http.StatusOK, false)
+		return time.Since(t0), err
+	}
+	warm := time.Now().Add(s.cfg.warmup / 2)
+	began := time.Time{}
+	end := time.Now().Add(s.cfg.warmup/2 + dur)
+	for i := 0; ctx.Err() == nil && time.Now().Before(end) && len(diffs) < maxPairs; i++ {
+		var d, sl time.Duration
+		var e1, e2 error
+		if i%2 == 0 {
+			d, e1 = one(dc, dreq, dbody)
+			sl, e2 = one(sc, sreq, sbody)
+		} else {
+			sl, e2 = one(sc, sreq, sbody)
+			d, e1 = one(dc, dreq, dbody)
+		}
+		if e := cmpErr(e1, e2); e != nil {
+			res.Errors++
+			if res.FirstErr == "" {
+				res.FirstErr = e.Error()
+			}
+			continue
+		}
+		if time.Now().Before(warm) {
+			continue
+		}
+		if began.IsZero() {
+			began = time.Now()
+		}
+		diffs = append(diffs, sl-d)
+		dh.record(d)
+		sh.record(sl)
+	}
+	res.Pairs = len(diffs)
+	if !began.IsZero() {
+		res.DurationSecs = time.Since(began).Seconds()
+	}
+	if len(diffs) > 0 {
+		slices.Sort(diffs)
+		res.MedianAdded = ms(diffs[len(diffs)/2])
+		res.P90Added = ms(diffs[len(diffs)*9/10])
+	}
+	res.DirectP50, res.SluiceP50 = ms(dh.quantile(0.5)), ms(sh.quantile(0.5))
+	return res
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// asyncResult is the async section.
+type asyncResult struct {
+	Jobs        int        `json:"jobs"`
+	Concurrency int        `json:"concurrency"`
+	Submit      loadResult `json:"submit"`
+	// DrainSecs runs from the first submission until no job is queued or running.
+	DrainSecs float64  `json:"drain_s"`
+	DrainRate float64  `json:"drain_jobs_per_s"`
+	Drained   bool     `json:"drained"`
+	Failed    int      `json:"failed"`
+	Canceled  int      `json:"canceled"`
+	SubmitCPU cpuShare `json:"submit_cpu"`
+	DrainCPU  cpuShare `json:"drain_cpu"`
+}
+
+// asyncSection submits cfg.asyncJobs jobs with POST /v1/jobs from cfg.asyncConc goroutines,
+// then polls GET /v1/jobs until none is queued or running.
+func (s *stack) asyncSection(ctx context.Context) asyncResult {
+	sub, _ := json.Marshal(map[string]any{"endpoint": "/v1/chat/completions",
+		"body": json.RawMessage(chatBody(fastModel, false, false))})
+	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + s.asyncKey}}
+	res := asyncResult{Jobs: s.cfg.asyncJobs, Concurrency: s.cfg.asyncConc}
+	logf("async: submitting %d jobs from %d clients", s.cfg.asyncJobs, s.cfg.asyncConc)
+	drainMeter := newCPUMeter(s.pids(), s.dbName)
+	drainMeter.open()
+	began := time.Now()
+	res.Submit, res.SubmitCPU = s.measure(ctx, load{conc: s.cfg.asyncConc, count: int64(s.cfg.asyncJobs),
+		req: request{method: http.MethodPost, url: "http://" + s.ingAddr + "/v1/jobs", header: h, body: sub,
+			want: http.StatusAccepted}})
+	logf("async: %d accepted (%d errors) at %.0f/s; waiting for the queue to drain", res.Submit.OK,
+		res.Submit.Errors, res.Submit.Rate)
+	deadline := time.Now().Add(s.cfg.drainTimeout)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		q, err1 := s.countJobs(ctx, "queued", 1)
+		r, err2 := s.countJobs(ctx, "running", 1)
+		if err1 == nil && err2 == nil && q == 0 && r == 0 {
+			res.Drained = true
+			break
+		}
+		wait(ctx, 100*time.Millisecond)
+	}
+	res.DrainSecs = time.Since(began).Seconds()
+	res.DrainCPU = drainMeter.close()
+	if res.Drained {
+		res.DrainRate = float64(res.Submit.OK) / res.DrainSecs
+	}
+	res.Failed, _ = s.countJobs(ctx, "failed", s.cfg.asyncJobs)
+	res.Canceled, _ = s.countJobs(ctx, "canceled", s.cfg.asyncJobs)
+	logf("async: drained=%v in %.2fs (%.0f jobs/s); failed %d, canceled %d", res.Drained, res.DrainSecs,
+		res.DrainRate, res.Failed, res.Canceled)
+	return res
+}
+
+// countJobs counts the async key's jobs with status, up to limit, through GET /v1/jobs.
+func (s *stack) countJobs(ctx context.Context, status string, limit int) (int, error) {
+	n, after := 0, ""
+	for n < limit {
+		q := url.Values{"status": {status}, "limit": {fmt.Sprint(min(100, limit-n))}}
+		if after != "" {
+			q.Set("after", after)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.ingAddr+"/v1/jobs?"+q.Encode(), nil)
+		if err != nil {
+			return n, err
+		}
+		req.Header.Set("Authorization", "Bearer "+s.asyncKey)
+		resp, err := s.http.Do(req)
+		if err != nil {
+			return n, err
+		}
+		var list struct {
+			Data    []json.RawMessage `json:"data"`
+			LastID  *string           `json:"last_id"`
+			HasMore bool              `json:"has_more"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list)
+		resp.Body.Close()
+		if err != nil {
+			return n, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return n, fmt.Errorf("GET /v1/jobs: %d", resp.StatusCode)
+		}
+		n += len(list.Data)
+		if !list.HasMore || list.LastID == nil {
+			break
+		}
+		after = *list.LastID
+	}
+	return n, nil
+}
+
+// slowResult is the in-flight memory section.
+type slowResult struct {
+	Jobs        int            `json:"jobs"`
+	Latency     string         `json:"upstream_latency"`
+	Reached     int64          `json:"in_flight_reached"`
+	RampSecs    float64        `json:"ramp_s"`
+	Idle        slowProcs      `json:"idle"`
+	Steady      slowProcs      `json:"steady"`
+	After       slowProcs      `json:"after_release"`
+	AfterSecs   float64        `json:"release_s"`
+	Returned    bool           `json:"returned_to_baseline"`
+	PerJob      slowPerJob     `json:"per_job"`
+	Outcomes    map[string]int `json:"client_outcomes"`
+	SampleError string         `json:"sample_error,omitempty"`
+}
+
+type slowProcs struct {
+	Ingress procSample `json:"ingress"`
+	Worker  procSample `json:"worker"`
+}
+
+type slowPerJob struct {
+	IngressGoroutines float64 `json:"ingress_goroutines"`
+	WorkerGoroutines  float64 `json:"worker_goroutines"`
+	IngressRSS        float64 `json:"ingress_rss_bytes"`
+	WorkerRSS         float64 `json:"worker_rss_bytes"`
+	Goroutines        float64 `json:"goroutines"`
+	RSS               float64 `json:"rss_bytes"`
+	// Stack and Heap split the combined growth: goroutine stacks, heap in use.
+	Stack float64 `json:"stack_inuse_bytes"`
+	Heap  float64 `json:"heap_inuse_bytes"`
+}
+
+// sample takes n scrapes of both processes, gap apart, and returns the median of each series.
+func (s *stack) sample(ctx context.Context, n int, gap time.Duration) (slowProcs, error) {
+	var ing, wrk []procSample
+	for i := range n {
+		if i > 0 && !wait(ctx, gap) {
+			return slowProcs{}, ctx.Err()
+		}
+		a, err := scrape(ctx, s.http, "http://"+s.ingAddr)
+		if err != nil {
+			return slowProcs{}, err
+		}
+		b, err := scrape(ctx, s.http, "http://"+s.wrkAddr)
+		if err != nil {
+			return slowProcs{}, err
+		}
+		ing, wrk = append(ing, a), append(wrk, b)
+	}
+	return slowProcs{Ingress: medianSample(ing), Worker: medianSample(wrk)}, nil
+}
+
+// medianSample is the median of each series of v.
+func medianSample(v []procSample) procSample {
+	pick := func(f func(procSample) float64) float64 {
+		xs := make([]float64, len(v))
+		for i := range v {
+			xs[i] = f(v[i])
+		}
+		return median(xs)
+	}
+	return procSample{Goroutines: pick(func(p procSample) float64 { return p.Goroutines }),
+		RSS:   pick(func(p procSample) float64 { return p.RSS }),
+		Stack: pick(func(p procSample) float64 { return p.Stack }),
+		Heap:  pick(func(p procSample) float64 { return p.Heap })}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// upstreamStats reads a fake upstream's GET /stats.
+func (s *stack) upstreamStats(ctx context.Context, addr string) (requests, open int64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats", nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Requests  map[string]int64 `json:"requests"`
+		OpenConns int64            `json:"open_conns"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, 0, err
+	}
+	for _, n := range st.Requests {
+		requests += n
+	}
+	return requests, st.OpenConns, nil
+}
+
+// releaseWait bounds how long the slow section waits for the processes to return to their
+// idle goroutine counts once its clients are gone.
+const releaseWait = 20 * time.Second
+
+// slowSection restarts Sluice with WORKER_CONCURRENCY = cfg.slowJobs, measures both processes
+// at rest, holds cfg.slowJobs sync requests in flight against the slow upstream, measures
+// again, then cancels the clients and watches the processes return to their baseline.
+func (s *stack) slowSection(ctx context.Context) (slowResult, error) {
+	n := s.cfg.slowJobs
+	res := slowResult{Jobs: n, Latency: s.cfg.slowLatency.String(), Outcomes: map[string]int{}}
+	logf("slow: restarting Sluice with WORKER_CONCURRENCY=%d", n)
+	if err := s.startSluice(ctx, n); err != nil {
+		return res, err
+	}
+	if err := s.waitRoutes(ctx); err != nil { // also warms both processes' code paths
+		return res, err
+	}
+	wait(ctx, 2*time.Second)
+	var err error
+	if res.Idle, err = s.sample(ctx, 5, 200*time.Millisecond); err != nil {
+		return res, err
+	}
+	before, _, err := s.upstreamStats(ctx, s.slowAddr)
+	if err != nil {
+		return res, err
+	}
+	logf("slow: idle ingress %.0f goroutines %.1f MiB, worker %.0f goroutines %.1f MiB; sending %d requests",
+		res.Idle.Ingress.Goroutines, res.Idle.Ingress.RSS/(1<<20), res.Idle.Worker.Goroutines, res.Idle.Worker.RSS/(1<<20), n)
+
+	holdCtx, release := context.WithCancel(ctx)
+	defer release()
+	client := newClient(n)
+	defer client.CloseIdleConnections()
+	hold := s.sluiceReq(false)
+	hold.body = chatBody(slowModel, false, false)
+	var mu sync.Mutex
+	var holders sync.WaitGroup
+	began := time.Now()
+	for range n {
+		holders.Go(func() {
+			req, _, err := hold.build(holdCtx)
+			if err == nil {
+				_, err = do(client, req, nil, http.StatusOK, false)
+			}
+			outcome := "ok"
+			switch {
+			case err != nil && holdCtx.Err() != nil:
+				outcome = "released"
+			case err != nil:
+				outcome = err.Error()
+				if len(outcome) > 120 {
+					outcome = outcome[:120]
+				}
+			}
+			mu.Lock()
+			res.Outcomes[outcome]++
+			mu.Unlock()
+		})
+	}
+	// Steady state: every request has reached the slow upstream.
+	deadline := time.Now().Add(min(s.cfg.slowLatency*2/3, 30*time.Second))
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		got, _, err := s.upstreamStats(ctx, s.slowAddr)
+		if err == nil {
+			res.Reached = got - before
+		}
+		if res.Reached >= int64(n) {
+			break
+		}
+		wait(ctx, 100*time.Millisecond)
+	}
+	res.RampSecs = time.Since(began).Seconds()
+	logf("slow: %d of %d in flight after %.1fs; sampling", res.Reached, n, res.RampSecs)
+	wait(ctx, time.Second)
+	res.Steady, err = s.sample(ctx, 5, 200*time.Millisecond)
+	if err != nil {
+		res.SampleError = err.Error()
+	}
+	release()
+	holders.Wait()
+	client.CloseIdleConnections()
+	d := float64(n)
+	res.PerJob = slowPerJob{
+		IngressGoroutines: (res.Steady.Ingress.Goroutines - res.Idle.Ingress.Goroutines) / d,
+		WorkerGoroutines:  (res.Steady.Worker.Goroutines - res.Idle.Worker.Goroutines) / d,
+		IngressRSS:        (res.Steady.Ingress.RSS - res.Idle.Ingress.RSS) / d,
+		WorkerRSS:         (res.Steady.Worker.RSS - res.Idle.Worker.RSS) / d,
+	}
+	res.PerJob.Goroutines = res.PerJob.IngressGoroutines + res.PerJob.WorkerGoroutines
+	res.PerJob.RSS = res.PerJob.IngressRSS + res.PerJob.WorkerRSS
+	res.PerJob.Stack = (res.Steady.Ingress.Stack + res.Steady.Worker.Stack - res.Idle.Ingress.Stack - res.Idle.Worker.Stack) / d
+	res.PerJob.Heap = (res.Steady.Ingress.Heap + res.Steady.Worker.Heap - res.Idle.Ingress.Heap - res.Idle.Worker.Heap) / d
+	logf("slow: steady ingress %.0f goroutines %.1f MiB, worker %.0f goroutines %.1f MiB; released, waiting for baseline",
+		res.Steady.Ingress.Goroutines, res.Steady.Ingress.RSS/(1<<20), res.Steady.Worker.Goroutines, res.Steady.Worker.RSS/(1<<20))
+
+	// Back to baseline: goroutines within a small slack of idle (a scrape in progress, the
+	// worker's pending fetch come and go). RSS is reported as it is: the Go runtime returns
+	// freed memory to the OS only gradually.
+	const slack = 8
+	released := time.Now()
+	deadline = time.Now().Add(releaseWait)
+	for ctx.Err() == nil {
+		ps, err := s.sample(ctx, 1, 0)
+		if err == nil {
+			res.After = ps
+			if ps.Ingress.Goroutines <= res.Idle.Ingress.Goroutines+slack &&
+				ps.Worker.Goroutines <= res.Idle.Worker.Goroutines+slack {
+				res.Returned = true
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		wait(ctx, 250*time.Millisecond)
+	}
+	res.AfterSecs = time.Since(released).Seconds()
+	logf("slow: returned=%v after %.1fs: ingress %.0f goroutines, worker %.0f goroutines", res.Returned, res.AfterSecs,
+		res.After.Ingress.Goroutines, res.After.Worker.Goroutines)
+	return res, nil
+}

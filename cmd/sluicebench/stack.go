@@ -1,0 +1,493 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// binaries are the commands the stack runs, built from this checkout.
+var binaries = []string{"ingress", "worker", "fakeupstream", "devnats"}
+
+// build compiles the binaries into dir with the go command of the checkout.
+func build(ctx context.Context, goCmd, repo, dir string) error {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, b := range binaries {
+		args = append(args, "./cmd/"+b)
+	}
+	cmd := exec.CommandContext(ctx, goCmd, args...)
+	cmd.Dir = repo
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// proc is one process of the stack. A goroutine started with it waits for it to exit;
+// stop waits for that goroutine.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error // valid once done is closed
+}
+
+// startProc runs bin with args and exactly env (plus PATH), logging to dir/name.log.
+func startProc(name, bin, dir string, env map[string]string, args ...string) (*proc, error) {
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	// If the bench dies without stopping its stack, the kernel stops the stack.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, waits up to grace, then kills. It returns once the process is gone.
+func (p *proc) stop(grace time.Duration) error {
+	if p.exited() {
+		return p.exitErr()
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.exitErr()
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s after SIGTERM; killed", p.name, grace)
+	}
+}
+
+func (p *proc) exitErr() error {
+	if p.err != nil {
+		return fmt.Errorf("%s: %w", p.name, p.err)
+	}
+	return nil
+}
+
+// tail returns the last n bytes of the process's log.
+func (p *proc) tail(n int64) string {
+	f, err := os.Open(p.log)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return string(b)
+}
+
+// waitReady polls probe until it succeeds, the process exits, or timeout passes.
+func (p *proc) waitReady(ctx context.Context, timeout time.Duration, probe func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := probe()
+		if err == nil {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited at start (%v); log:\n%s", p.name, p.err, p.tail(4096))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s: %v; log:\n%s", p.name, timeout, err, p.tail(4096))
+		}
+		if !wait(ctx, 50*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// probeHTTP succeeds when GET url answers 200.
+func probeHTTP(c *http.Client, url string) func() error {
+	return func() error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+func probeTCP(addr string) func() error {
+	return func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// postgresURL asks scripts/ensure-postgres.sh for a URL to database db (it finds or starts
+// a server and creates the database).
+func postgresURL(ctx context.Context, repo, db string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(repo, "scripts", "ensure-postgres.sh"), db)
+	cmd.Dir = repo
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("scripts/ensure-postgres.sh %s: %w", db, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// resetDatabase empties the public schema of the bench database and returns the server's
+// version and durability settings.
+func resetDatabase(ctx context.Context, url string) (db, version, settings string, err error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return "", "", "", fmt.Errorf("connect to the bench database: %w", err)
+	}
+	defer conn.Close(ctx)
+	db = conn.Config().Database
+	if !strings.Contains(db, "bench") {
+		return "", "", "", fmt.Errorf("refusing to reset database %q: its name must contain \"bench\"", db)
+	}
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public`); err != nil {
+		return "", "", "", fmt.Errorf("reset %s: %w", db, err)
+	}
+	var sc, fs string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('synchronous_commit'),
+		current_setting('fsync')`).Scan(&version, &sc, &fs); err != nil {
+		return "", "", "", err
+	}
+	return db, version, fmt.Sprintf("synchronous_commit=%s, fsync=%s", sc, fs), nil
+}
+
+// randomToken returns n random bytes as hex.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func randomKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// stack is the running system under test: one NATS, two fake upstreams, one ingress and one
+// worker, all separate processes on loopback.
+type stack struct {
+	cfg      *config
+	bin, dir string // binaries; logs and the NATS store
+	dbURL    string
+	dbName   string
+	encKey   string
+	admin    string
+	natsURL  string
+	http     *http.Client // for set-up calls and scrapes
+
+	mu                         sync.Mutex
+	nats, fast, slow, ing, wrk *proc
+	fastAddr, slowAddr         string
+	ingAddr, wrkAddr           string
+
+	key, asyncKey string
+}
+
+func (s *stack) env() map[string]string {
+	return map[string]string{"DATABASE_URL": s.dbURL, "NATS_URL": s.natsURL, "SLUICE_ENCRYPTION_KEY": s.encKey,
+		"LOG_LEVEL": "warn", "SHUTDOWN_GRACE": "5s"}
+}
+
+// startBase starts what the whole run shares: NATS, the two fake upstreams, and migrations.
+func (s *stack) startBase(ctx context.Context) error {
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	s.natsURL = "nats://" + natsAddr
+	s.nats, err = startProc("devnats", filepath.Join(s.bin, "devnats"), s.dir, nil,
+		"-addr", natsAddr, "-store", filepath.Join(s.dir, "nats"), "-quiet")
+	if err != nil {
+		return err
+	}
+	if err := s.nats.waitReady(ctx, 30*time.Second, probeTCP(natsAddr)); err != nil {
+		return err
+	}
+	if s.fastAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	s.fast, err = startProc("fakeupstream-fast", filepath.Join(s.bin, "fakeupstream"), s.dir, nil,
+		"-addr", s.fastAddr, "-log-level", "warn", "-stream-chunks", fmt.Sprint(s.cfg.streamChunks))
+	if err != nil {
+		return err
+	}
+	if err := s.fast.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.fastAddr+"/stats")); err != nil {
+		return err
+	}
+	if s.slowAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	s.slow, err = startProc("fakeupstream-slow", filepath.Join(s.bin, "fakeupstream"), s.dir, nil,
+		"-addr", s.slowAddr, "-log-level", "warn", "-latency", s.cfg.slowLatency.String())
+	if err != nil {
+		return err
+	}
+	if err := s.slow.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.slowAddr+"/stats")); err != nil {
+		return err
+	}
+	mig := exec.CommandContext(ctx, filepath.Join(s.bin, "worker"), "migrate")
+	mig.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + s.dbURL}
+	if out, err := mig.CombinedOutput(); err != nil {
+		return fmt.Errorf("worker migrate: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// startSluice (re)starts the ingress and a worker with the given WORKER_CONCURRENCY.
+func (s *stack) startSluice(ctx context.Context, workerConc int) error {
+	if err := s.stopSluice(); err != nil {
+		return err
+	}
+	var err error
+	if s.ingAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	env := s.env()
+	env["INGRESS_ADDR"], env["SLUICE_ADMIN_TOKEN"] = s.ingAddr, s.admin
+	ing, err := startProc("ingress", filepath.Join(s.bin, "ingress"), s.dir, env)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ing = ing
+	s.mu.Unlock()
+	if err := ing.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.ingAddr+"/readyz")); err != nil {
+		return err
+	}
+	if s.wrkAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	env = s.env()
+	env["WORKER_ADDR"], env["WORKER_CONCURRENCY"] = s.wrkAddr, fmt.Sprint(workerConc)
+	wrk, err := startProc("worker", filepath.Join(s.bin, "worker"), s.dir, env)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.wrk = wrk
+	s.mu.Unlock()
+	return wrk.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.wrkAddr+"/readyz"))
+}
+
+// stopSluice stops the worker, then the ingress.
+func (s *stack) stopSluice() error {
+	s.mu.Lock()
+	wrk, ing := s.wrk, s.ing
+	s.wrk, s.ing = nil, nil
+	s.mu.Unlock()
+	var errs []error
+	if wrk != nil {
+		errs = append(errs, wrk.stop(20*time.Second))
+	}
+	if ing != nil {
+		errs = append(errs, ing.stop(20*time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+// stop stops every process, newest first.
+func (s *stack) stop() error {
+	errs := []error{s.stopSluice()}
+	for _, p := range []*proc{s.slow, s.fast, s.nats} {
+		if p != nil {
+			errs = append(errs, p.stop(20*time.Second))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pids names the running processes for the CPU meter.
+func (s *stack) pids() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]int{}
+	for name, p := range map[string]*proc{"nats": s.nats, "fakeupstream": s.fast, "fakeupstream-slow": s.slow,
+		"ingress": s.ing, "worker": s.wrk} {
+		if p != nil {
+			m[name] = p.pid()
+		}
+	}
+	return m
+}
+
+// Model names the bench configures: one served by each fake upstream.
+const (
+	fastModel = "bench-model"
+	slowModel = "bench-slow"
+)
+
+// configure creates, through the admin API, a channel to each fake upstream, their prices,
+// and two API keys (sync traffic, async traffic), then waits until a request goes through.
+func (s *stack) configure(ctx context.Context) error {
+	base := "http://" + s.ingAddr
+	for _, ch := range []struct{ name, addr, model string }{
+		{"bench-fast", s.fastAddr, fastModel}, {"bench-slow", s.slowAddr, slowModel}} {
+		if err := s.adminCall(ctx, http.MethodPost, base+"/admin/v1/channels", map[string]any{
+			"name": ch.name, "provider": "openai", "base_url": "http://" + ch.addr + "/v1", "api_key": "sk-bench",
+			"models": []string{ch.model}}, nil); err != nil {
+			return err
+		}
+		if err := s.adminCall(ctx, http.MethodPut, base+"/admin/v1/prices/"+ch.model,
+			map[string]any{"input_usd_per_1m": 0.15, "output_usd_per_1m": 0.60}, nil); err != nil {
+			return err
+		}
+	}
+	var k struct {
+		Key string `json:"key"`
+	}
+	if err := s.adminCall(ctx, http.MethodPost, base+"/admin/v1/keys", map[string]any{"name": "bench"}, &k); err != nil {
+		return err
+	}
+	s.key = k.Key
+	if err := s.adminCall(ctx, http.MethodPost, base+"/admin/v1/keys", map[string]any{"name": "bench-async"}, &k); err != nil {
+		return err
+	}
+	s.asyncKey = k.Key
+	return s.waitRoutes(ctx)
+}
+
+// waitRoutes waits until a chat completion through Sluice succeeds.
+func (s *stack) waitRoutes(ctx context.Context) error {
+	body := chatBody(fastModel, false, false)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.ingAddr+"/v1/chat/completions",
+			bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+s.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := s.http.Do(req)
+		status, msg := 0, ""
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			status, msg = resp.StatusCode, string(b)
+		} else {
+			msg = err.Error()
+		}
+		if status == http.StatusOK {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no successful request through Sluice after 30s: %d %s", status, msg)
+		}
+		if !wait(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *stack) adminCall(ctx context.Context, method, url string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.admin)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, rb)
+	}
+	if out != nil {
+		return json.Unmarshal(rb, out)
+	}
+	return nil
+}
+
+// prompt is the user message of every bench request: 30 words, so the fake upstream's echo
+// answer is small and a streamed answer has 20 content chunks (one per word or more).
+const prompt = "Sluice bench: the quick brown fox jumps over the lazy dog while seven wizards quietly " +
+	"judge boxing matches near the old stone bridge under a pale blue autumn sky today"
+
+// chatBody is a chat completion request. upstream adds what Sluice itself asks of the
+// upstream for a stream (the usage chunk), so a direct call does the same upstream work.
+func chatBody(model string, stream, upstream bool) []byte {
+	m := map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": prompt}}}
+	if stream {
+		m["stream"] = true
+		if upstream {
+			m["stream_options"] = map[string]bool{"include_usage": true}
+		}
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
