@@ -180,78 +180,24 @@ type Finished struct {
 	CostUSD float64
 }
 
-// finishSQL records an outcome — creating the job row if needed — writes the ledger row and
-// adds the cost to the key's spend, all in one statement. The job row is only changed while
-// unfinished and the ledger is keyed by job id, so it applies at most once per job.
-const finishSQL = `WITH price AS (
-		SELECT COALESCE((SELECT ($6::bigint * p.input_usd_per_1m + $7::bigint * p.output_usd_per_1m) / 1000000
-			FROM model_prices p WHERE p.model = $13), 0) AS cost),
-	fin AS (
-		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
-			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd,
-			holds_slot)
-		SELECT $1, $11, $12, $13, false, $2, GREATEST($17::int, 1), $14, $15, $15, $16, $3, $4, $5, $6::bigint, $7::bigint,
-			NULLIF($8, ''), now(), CASE WHEN $9::bool THEN price.cost END, $18
-		FROM price
-		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_code = EXCLUDED.status_code,
-			response = EXCLUDED.response, error = EXCLUDED.error, prompt_tokens = EXCLUDED.prompt_tokens,
-			completion_tokens = EXCLUDED.completion_tokens, channel_id = EXCLUDED.channel_id, finished_at = now(),
-			cost_usd = EXCLUDED.cost_usd
-		WHERE j.finished_at IS NULL
-		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
-	led AS (
-		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
-		SELECT id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, $10 FROM fin WHERE $9::bool
-		ON CONFLICT (job_id) DO NOTHING
-		RETURNING key_id, cost_usd),
-	spend AS (
-		UPDATE api_keys k SET spent_usd = k.spent_usd + led.cost_usd FROM led WHERE k.id = led.key_id RETURNING 1)
-	SELECT (SELECT count(*) FROM fin), COALESCE((SELECT cost_usd::float8 FROM led), 0)`
-
-// finishArgs are finishSQL's arguments. Without o.Job the insert arm needs the job's row to
-// exist already: it reads key, endpoint, model and deadline from it.
-func (s *Store) finishArgs(ctx context.Context, o *Outcome) ([]any, error) {
-	var pt, ct *int64
-	estimated := false
-	if o.Usage != nil {
-		pt, ct, estimated = &o.Usage.PromptTokens, &o.Usage.CompletionTokens, o.Usage.Estimated
-	}
-	j := o.Job
-	if j == nil {
-		row, err := s.jobByID(ctx, o.JobID)
-		if err != nil {
-			return nil, err
-		}
-		j = &NewJob{ID: row.ID, KeyID: row.KeyID, Endpoint: row.Endpoint, Model: row.Model, CreatedAt: row.CreatedAt,
-			Deadline: row.Deadline}
-	}
-	return []any{o.JobID, o.Status, o.StatusCode, nilIfEmptyJSON(o.Response), nilIfEmptyJSON(o.Error), pt, ct, o.ChannelID,
-		o.Charge && o.Usage != nil, estimated, j.KeyID, j.Endpoint, j.Model, nilIfEmptyJSON(j.Request), j.CreatedAt, j.Deadline,
-		j.Attempt, j.HoldsSlot}, nil
-}
-
 // FinishJob records a job's outcome and, if o.Charge, writes its ledger row and adds its cost
 // (from model_prices; 0 for an unpriced model) to the key's spend — atomically, in one
-// statement. It applies at most once per job: a second call, for example from a redelivery,
-// changes nothing and returns Applied=false. It returns ErrNotFound if o.Job is nil and the
-// job has no row.
+// statement. It applies at most once per job: a second call, for example from a
+// redelivery, changes nothing and returns Applied=false. It returns ErrNotFound if o.Job is
+// nil and the job has no row.
 func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
-	args, err := s.finishArgs(ctx, &o)
+	fs, err := s.FinishJobs(ctx, []Outcome{o})
 	if err != nil {
 		return Finished{}, err
 	}
-	var n int64
-	var f Finished
-	if err := s.pool.QueryRow(ctx, finishSQL, args...).Scan(&n, &f.CostUSD); err != nil {
-		return Finished{}, fmt.Errorf("finish job %s: %w", o.JobID, classify(err))
-	}
-	f.Applied = n == 1
-	return f, nil
+	return fs[0], nil
 }
 
-// finishManySQL is finishSQL for a whole batch in one statement: the outcomes arrive as
-// arrays, and the key's spend is updated once per key rather than once per job.
-const finishManySQL = `WITH input AS (
+// finishSQL records a batch of outcomes in one statement — creating a job's row if it has
+// none yet (a sync job on its first delivery) — writes their ledger rows and adds their cost
+// to each key's spend once per key. A job row is only changed while unfinished and the
+// ledger is keyed by job id, so it applies at most once per job. The outcomes arrive as arrays.
+const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
 			$16::timestamptz[], $17::int[], $18::bool[])
@@ -291,10 +237,6 @@ const finishManySQL = `WITH input AS (
 // any outcome is rejected, nothing is written and the error is returned; callers then settle
 // the jobs one by one to isolate the bad one. The same job twice in one batch is such an error.
 func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error) {
-	if len(os) == 1 {
-		f, err := s.FinishJob(ctx, os[0])
-		return []Finished{f}, err
-	}
 	n := len(os)
 	var (
 		jobIDs, statuses, channels, keys, endpoints, models = make([]string, n), make([]string, n), make([]string, n),
@@ -332,7 +274,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
 	}
-	rows, err := s.pool.Query(ctx, finishManySQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
+	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
 		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
