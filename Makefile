@@ -15,6 +15,8 @@ test: ## vet, then every test with the race detector, against real Postgres and 
 	@$(GO) vet $(PKGS)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+test-race: test ## the same as test (which always runs with -race)
+
 test-short: ## every test without the race detector (faster)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -count=1 -timeout 20m $(PKGS)
 
