@@ -76,6 +76,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		return
 	}
 	for k, v := range sub.Metadata {
+		if strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
+			s.writeError(w, r, badRequest("metadata", "Metadata must not contain NUL characters."))
+			return
+		}
 		if len(k) > 64 || len(v) > 512 {
 			s.writeError(w, r, badRequest("metadata", "Metadata keys are at most 64 characters and values at most 512."))
 			return
@@ -138,11 +142,16 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		// Not accepted: end the row now so it never reads queued forever.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		defer cancel()
-		e := publishError(err).(*jobs.APIError)
+		e, _ := errors.AsType[*jobs.APIError](publishError(err))
 		b, _ := json.Marshal(e)
 		if _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
 			StatusCode: e.Status, Error: b}); ferr != nil {
 			s.log.WarnContext(r.Context(), "mark unpublished job failed", "job_id", job.ID, "err", ferr)
+		}
+		if idem != "" {
+			if ferr := s.store.ForgetIdempotencyKey(ctx, key.ID, idem, job.ID); ferr != nil {
+				s.log.WarnContext(r.Context(), "free idempotency key", "job_id", job.ID, "err", ferr)
+			}
 		}
 		s.writeError(w, r, e)
 		return

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
@@ -57,6 +58,11 @@ func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, erro
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, badRequest("", "The body must be a JSON object.")
+	}
+	// encoding/json lets invalid UTF-8 through inside strings, but no upstream and no
+	// Postgres text column takes it: refuse it here rather than fail the job later.
+	if !utf8.Valid(body) {
+		return nil, badRequest("", "The body must be valid UTF-8.")
 	}
 	// The body is forwarded untouched, so read its fields by their exact names, as the
 	// upstream will. (A struct would match them case-insensitively: {"streAm":true} would
@@ -165,8 +171,9 @@ func (s *Server) limit(ctx context.Context, k *store.Key, jobID string, deadline
 		}
 	}
 	if k.MaxConcurrency != nil {
-		// The slot outlives the deadline a little: the worker may still be recording.
-		ok, err := s.store.AcquireSlot(ctx, k.ID, jobID, *k.MaxConcurrency, deadline.Add(time.Minute))
+		// The slot outlives the deadline as long as the worker may still be recording and
+		// the sweeper has not yet ended the job (its row's end frees the slot sooner).
+		ok, err := s.store.AcquireSlot(ctx, k.ID, jobID, *k.MaxConcurrency, deadline.Add(7*time.Minute))
 		if err != nil {
 			return errOverloaded("The database is unavailable; retry shortly.")
 		}
@@ -239,9 +246,10 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		s.writeError(w, r, err)
 		return
 	}
-	subject, replies, done := s.mux.Register(256)
-	defer done()
-	job.Reply = subject
+	waiter := s.mux.Wait(256)
+	defer waiter.Done()
+	replies, lost := waiter.C(), waiter.Lost()
+	job.Reply = waiter.Subject
 	w.Header().Set("Sluice-Job-Id", job.ID)
 	if _, err := s.pub.Publish(r.Context(), job); err != nil {
 		if key.MaxConcurrency != nil {
@@ -259,6 +267,20 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		case <-s.mux.Reconnected():
 			// Replies sent while NATS was away are lost; the result may already be stored.
 			if a.fromStore() {
+				return
+			}
+		case <-lost:
+			// A reply was dropped because this caller read too slowly. A stream cannot be
+			// repaired; a whole answer can be read from Postgres once the job has ended.
+			lost = nil
+			if a.job.Stream {
+				a.fail(apiError(http.StatusBadGateway, "upstream_error", "stream_gap",
+					"The client read the stream too slowly and part of it was lost; the stream is incomplete."))
+				_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelUser)
+				return
+			}
+			a.gap = true
+			if s.awaitStore(a, job) {
 				return
 			}
 		case m := <-replies:
@@ -293,6 +315,10 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 }
 
 func publishError(err error) error {
+	if errors.Is(err, jobs.ErrTooLarge) {
+		return apiError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+			"The request is too large to queue.")
+	}
 	if errors.Is(err, jobs.ErrQueueFull) {
 		return errOverloaded("The job queue is full; retry shortly.")
 	}
@@ -436,6 +462,27 @@ func (a *answer) final(f *jobs.Final) {
 	_, _ = a.w.Write(body)
 }
 
+// awaitStore waits, checking Postgres every second, for a job whose final reply may have
+// been dropped, and answers from the stored row; it gives up at the job's deadline.
+func (s *Server) awaitStore(a *answer, job *jobs.Job) bool {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if a.fromStore() {
+				return true
+			}
+			if time.Now().After(job.Deadline.Add(2 * time.Second)) {
+				a.fail(apiError(http.StatusGatewayTimeout, "timeout_error", "job_timeout", "No result within the job's deadline."))
+				return true
+			}
+		case <-a.r.Context().Done():
+			return true
+		}
+	}
+}
+
 // fromStore answers from Postgres if the job has already ended there (its reply was lost);
 // it returns false if the job is still running.
 func (a *answer) fromStore() bool {
@@ -444,6 +491,13 @@ func (a *answer) fromStore() bool {
 		return false
 	}
 	f := jobs.FinalFromJob(&row)
+	if a.job.Stream && a.started {
+		// Some events may be missing and streams are not stored: end in an error, never
+		// in a [DONE] that would vouch for a stream we cannot check.
+		a.streamError(apiError(http.StatusBadGateway, "upstream_error", "stream_lost",
+			"Part of the stream may have been lost in transit; the stream is incomplete."))
+		return true
+	}
 	if a.job.Stream && !a.started && f.Status == store.StatusSucceeded {
 		// Streamed answers are not stored, so there is nothing to replay: say so plainly.
 		a.fail(apiError(http.StatusBadGateway, "upstream_error", "stream_lost",

@@ -144,6 +144,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close() // grace over: cut what is left
+		// Close does not wait for handlers; their requests are cancelled now, so they end
+		// quickly. Wait for them (bounded) before the dependencies they use are closed.
+		for deadline := time.Now().Add(5 * time.Second); s.inFlight.Load() > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,9 @@ type Server struct {
 	nudgeRouter func()
 	done        *jobs.DoneHub
 	queue       *queuer
+	// inFlight counts handlers running, so shutdown can wait for them before closing
+	// what they use.
+	inFlight atomic.Int64
 }
 
 type metrics struct {
@@ -139,6 +143,8 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 	lat := s.metrics.latency.WithLabelValues(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inFlight.Add(1)
+		defer s.inFlight.Add(-1)
 		began := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		h(rec, r)

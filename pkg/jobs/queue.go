@@ -113,6 +113,8 @@ var (
 	ErrQueueFull = errors.New("job queue is full")
 	// ErrUnavailable means NATS is not reachable right now.
 	ErrUnavailable = errors.New("job queue unavailable")
+	// ErrTooLarge means the job does not fit in one NATS message.
+	ErrTooLarge = errors.New("job larger than the NATS max payload")
 )
 
 // Publisher puts jobs on the stream.
@@ -142,6 +144,9 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 	if err != nil {
 		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
+	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
+		return false, ErrTooLarge
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: jobSubject, Data: data}, jetstream.WithMsgID(j.ID))
@@ -151,6 +156,9 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 		// ("maximum messages exceeded"); nats.go has no named constant for it.
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503) {
 			return false, fmt.Errorf("%w: %v", ErrQueueFull, err)
+		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return false, ErrTooLarge
 		}
 		return false, fmt.Errorf("%w: publish job %s: %v", ErrUnavailable, j.ID, err)
 	}

@@ -134,14 +134,14 @@ type Mux struct {
 	prefix  string
 	sub     *nats.Subscription
 	mu      sync.Mutex
-	waiters map[string]chan *nats.Msg
+	waiters map[string]*Waiter
 	dropped atomic.Int64
 	recon   chan struct{} // closed at the next reconnect
 }
 
 // NewMux subscribes to this process's reply subjects. Call Close when done.
 func NewMux(nc *nats.Conn) (*Mux, error) {
-	m := &Mux{prefix: replyPrefix + nuid.Next() + ".", waiters: map[string]chan *nats.Msg{}, recon: make(chan struct{})}
+	m := &Mux{prefix: replyPrefix + nuid.Next() + ".", waiters: map[string]*Waiter{}, recon: make(chan struct{})}
 	sub, err := nc.Subscribe(m.prefix+"*", m.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to replies: %w", err)
@@ -158,31 +158,59 @@ func NewMux(nc *nats.Conn) (*Mux, error) {
 // dispatch runs on the subscription's goroutine: it must never block.
 func (m *Mux) dispatch(msg *nats.Msg) {
 	m.mu.Lock()
-	ch := m.waiters[strings.TrimPrefix(msg.Subject, m.prefix)]
+	w := m.waiters[strings.TrimPrefix(msg.Subject, m.prefix)]
 	m.mu.Unlock()
-	if ch == nil {
+	if w == nil {
 		return // the caller has gone
 	}
 	select {
-	case ch <- msg:
+	case w.c <- msg:
 	default:
-		m.dropped.Add(1) // the waiter will see a sequence gap and fail its request
+		// The caller reads too slowly: the message is lost, so say so at once rather than
+		// let the caller wait for a final message that may be the one dropped.
+		m.dropped.Add(1)
+		w.lostOnce.Do(func() { close(w.lost) })
 	}
 }
 
-// Register returns a fresh reply subject, the channel its messages arrive on (buffered to
-// buf), and a function that must be called to forget the waiter.
-func (m *Mux) Register(buf int) (subject string, ch <-chan *nats.Msg, done func()) {
+// Waiter receives the replies of one job.
+type Waiter struct {
+	// Subject is the reply subject to put on the job.
+	Subject  string
+	c        chan *nats.Msg
+	lost     chan struct{}
+	lostOnce sync.Once
+	tok      string
+	m        *Mux
+}
+
+// C delivers the reply messages in order.
+func (w *Waiter) C() <-chan *nats.Msg { return w.c }
+
+// Lost is closed when a reply message had to be dropped because C was full.
+func (w *Waiter) Lost() <-chan struct{} { return w.lost }
+
+// Done forgets the waiter; call it when the answer is complete or abandoned.
+func (w *Waiter) Done() {
+	w.m.mu.Lock()
+	delete(w.m.waiters, w.tok)
+	w.m.mu.Unlock()
+}
+
+// Wait registers a waiter with a fresh reply subject whose channel holds buf messages.
+func (m *Mux) Wait(buf int) *Waiter {
 	tok := nuid.Next()
-	c := make(chan *nats.Msg, buf)
+	w := &Waiter{Subject: m.prefix + tok, c: make(chan *nats.Msg, buf), lost: make(chan struct{}), tok: tok, m: m}
 	m.mu.Lock()
-	m.waiters[tok] = c
+	m.waiters[tok] = w
 	m.mu.Unlock()
-	return m.prefix + tok, c, func() {
-		m.mu.Lock()
-		delete(m.waiters, tok)
-		m.mu.Unlock()
-	}
+	return w
+}
+
+// Register is Wait for callers that only need the subject, the channel and Done.
+func (m *Mux) Register(buf int) (subject string, ch <-chan *nats.Msg, done func()) {
+	w := m.Wait(buf)
+	return w.Subject, w.c, w.Done
 }
 
 // Reconnected returns a channel that is closed at the next NATS reconnect: replies sent

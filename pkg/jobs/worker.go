@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,8 +96,17 @@ type Worker struct {
 	beating map[uint64]jetstream.Msg           // stream sequence → message held
 	// cancelled remembers cancels for jobs this worker did not hold (job id → forget after),
 	// so a sync job whose caller left while it was queued is not run later. Bounded.
-	cancelled map[string]time.Time
+	cancelled map[string]cancelNote
 }
+
+// cancelNote is a remembered cancel: why, and until when to remember it.
+type cancelNote struct {
+	cause error
+	until time.Time
+}
+
+// hardStopAfter is how long past the shutdown grace a job may still try to record its outcome.
+const hardStopAfter = 10 * time.Second
 
 // settlers is how many batches may be written at once: while one commits, the next fills.
 // Measured with make bench at c=64: 1 settler 1,396 req/s, 2 settlers 1,649, 4 settlers 1,343
@@ -116,7 +126,7 @@ func NewWorker(cfg WorkerConfig, nc *nats.Conn, cons jetstream.Consumer, rec Rec
 	return &Worker{cfg: cfg.withDefaults(), nc: nc, cons: cons, rec: rec, router: router,
 		log: log.With("component", "worker"), metrics: metrics,
 		running: map[string]context.CancelCauseFunc{}, beating: map[uint64]jetstream.Msg{},
-		cancelled: map[string]time.Time{}, settle: newSettler(rec, log)}
+		cancelled: map[string]cancelNote{}, settle: newSettler(rec, log)}
 }
 
 // Run works jobs until ctx is done, then stops fetching, gives in-flight jobs ShutdownGrace
@@ -125,9 +135,12 @@ func NewWorker(cfg WorkerConfig, nc *nats.Conn, cons jetstream.Consumer, rec Rec
 // for exactly the number of idle slots.
 func (w *Worker) Run(ctx context.Context) error {
 	w.metrics.slots.Set(float64(w.cfg.Concurrency))
-	// Jobs outlive ctx by the grace period, so they get their own context.
+	// Jobs outlive ctx by the grace period, so they get their own context; recording their
+	// outcomes may take a few seconds more (hardCtx).
 	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(nil)
+	hardCtx, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
 
 	sub, err := w.nc.Subscribe(cancelPrefix+"*", w.onCancel)
 	if err != nil {
@@ -165,7 +178,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		n := w.fetch(ctx, k, func(msg jetstream.Msg) {
 			p.Go(func() {
 				defer func() { free <- struct{}{} }()
-				w.handle(workCtx, msg)
+				w.handle(workCtx, hardCtx, msg)
 			})
 		})
 		for range k - n { // slots the server had no message for
@@ -176,6 +189,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		"grace", w.cfg.ShutdownGrace)
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() { cancelWork(ErrShutdown) })
 	defer grace.Stop()
+	hard := time.AfterFunc(w.cfg.ShutdownGrace+hardStopAfter, cancelHard)
+	defer hard.Stop()
 	p.Wait()
 	return nil
 }
@@ -250,8 +265,8 @@ func (w *Worker) heartbeat(ctx context.Context) {
 			for _, m := range w.beating {
 				_ = m.InProgress() // fire and forget; a lost one only risks a redelivery
 			}
-			for id, until := range w.cancelled {
-				if now.After(until) {
+			for id, c := range w.cancelled {
+				if now.After(c.until) {
 					delete(w.cancelled, id)
 				}
 			}
@@ -270,7 +285,7 @@ func (w *Worker) onCancel(m *nats.Msg) {
 	w.mu.Lock()
 	cancel := w.running[id]
 	if cancel == nil && len(w.cancelled) < maxCancelled {
-		w.cancelled[id] = time.Now().Add(w.cfg.JobTimeout)
+		w.cancelled[id] = cancelNote{cause: cause, until: time.Now().Add(w.cfg.JobTimeout)}
 	}
 	w.mu.Unlock()
 	if cancel != nil {
@@ -291,7 +306,11 @@ type outcome struct {
 
 // handle runs one delivery of a job: start it in Postgres, call upstream, record the result,
 // reply, ack. Every path ends in exactly one of Ack, Nak or Term.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+// ctx is the job's context (cancelled at the end of the shutdown grace); hard is what
+// recording runs under: it survives ctx, so an outcome is still recorded after a shutdown
+// cancel, but ends a few seconds later, so a worker whose Postgres is away still stops (its
+// unrecorded jobs go back to the queue).
+func (w *Worker) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	md, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
@@ -310,7 +329,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	w.metrics.busy.Inc()
 	defer func() {
 		w.mu.Lock()
-		delete(w.beating, md.Sequence.Stream)
+		if w.beating[md.Sequence.Stream] == msg { // not a later delivery of the same message
+			delete(w.beating, md.Sequence.Stream)
+		}
 		w.mu.Unlock()
 		w.metrics.busy.Dec()
 	}()
@@ -319,7 +340,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if cap := job.CreatedAt.Add(w.cfg.JobTimeout); cap.Before(deadline) {
 		deadline = cap
 	}
-	recordCtx, cancelRecord := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(w.cfg.RecordGrace))
+	// Recording may outlive the job's context (shutdown, deadline) by RecordGrace — counted
+	// from now if the job arrives late — but not the worker's hard stop.
+	recordCtx, cancelRecord := context.WithDeadline(hard, later(deadline, time.Now()).Add(w.cfg.RecordGrace))
 	defer cancelRecord()
 
 	// Recover panics here, at the job boundary: record an internal failure instead of losing
@@ -372,14 +395,22 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	jctx, cancelDeadline := context.WithDeadlineCause(jctx, deadline, ErrJobTimeout)
 	w.mu.Lock()
 	w.running[job.ID] = cancelJob
+	late, cancelledMeanwhile := w.cancelled[job.ID] // a cancel that came after the check above
 	w.mu.Unlock()
-	out := w.run(jctx, log, job, rep)
-	cause := context.Cause(jctx)
-	cancelDeadline()
-	cancelJob(nil)
-	w.mu.Lock()
-	delete(w.running, job.ID)
-	w.mu.Unlock()
+	if cancelledMeanwhile {
+		cancelJob(late.cause)
+	}
+	out, cause := func() (outcome, error) {
+		defer func() { // also on a panic, which the recover above turns into a failure
+			cancelDeadline()
+			cancelJob(nil)
+			w.mu.Lock()
+			delete(w.running, job.ID)
+			w.mu.Unlock()
+		}()
+		out := w.run(jctx, log, job, rep)
+		return out, context.Cause(jctx)
+	}()
 
 	if errors.Is(cause, ErrShutdown) && rep.seq == 0 && int(md.NumDelivered) < w.cfg.MaxDeliver {
 		// Nothing reached the caller yet: another worker can run the whole job.
@@ -388,6 +419,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	w.finish(recordCtx, log, msg, job, rep, out)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // attempt is the delivery number of msg.
@@ -423,12 +461,31 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge,
 		Job: &store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Request: job.Body,
 			CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: attempt(msg), HoldsSlot: job.HoldsSlot}}
-	err := retryStore(ctx, log, "finish job", func(ctx context.Context) error {
-		f, err := w.settle.finish(ctx, o)
-		cost, applied = f.CostUSD, f.Applied
-		return err
-	})
+	record := func() error {
+		return retryStore(ctx, log, "finish job", func(ctx context.Context) error {
+			f, err := w.settle.finish(ctx, o)
+			cost, applied = f.CostUSD, f.Applied
+			return err
+		})
+	}
+	err := record()
+	if errors.Is(err, store.ErrPermanent) {
+		// Postgres refused the content (say, an upstream answer that is not valid UTF-8).
+		// Record the job without it — failed, but with the usage the upstream did report —
+		// rather than leave it unrecorded.
+		log.ErrorContext(ctx, "cannot store the job's content; recording it without", "err", err)
+		out = outcome{status: store.StatusFailed, code: http.StatusBadGateway, usage: out.usage, charge: out.charge,
+			channelID: out.channelID, err: &APIError{Status: http.StatusBadGateway, Type: "upstream_error",
+				Code: "unstorable_answer", Message: "the upstream's answer could not be stored (it is not valid UTF-8 text)"}}
+		errJSON, _ = json.Marshal(out.err)
+		o.Status, o.StatusCode, o.Response, o.Error, o.Job.Request = out.status, out.code, nil, errJSON, nil
+		err = record()
+	}
 	if err != nil {
+		// Tell the caller now rather than let it wait for its deadline.
+		_ = rep.final(&Final{JobID: job.ID, Status: store.StatusFailed, StatusCode: http.StatusServiceUnavailable,
+			Error: &APIError{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "unrecorded",
+				RetryAfter: 1, Message: "the job's result could not be recorded; retry the request"}})
 		md, _ := msg.Metadata()
 		w.giveBack(log, msg, md, err)
 		return
@@ -718,23 +775,28 @@ func streamUsage(job *Job, res *providers.Result, emitted int) *store.Usage {
 
 func estimateTokens(bytes int) int64 { return int64((bytes + 3) / 4) }
 
+// clean makes an upstream's text safe to store and show: valid UTF-8, no NUL.
+func clean(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", ""), "\uFFFD")
+}
+
 // passThrough returns a caller-fault upstream error with the upstream's status and message.
 func passThrough(e *providers.Error) outcome {
 	code := e.StatusCode
 	if code == 0 { // not an HTTP status: the upstream's answer was unusable
 		code = http.StatusBadGateway
 		return outcome{status: store.StatusFailed, code: code, err: &APIError{Status: code, Type: "upstream_error",
-			Code: "bad_upstream_response", Message: e.Error()}}
+			Code: "bad_upstream_response", Message: clean(e.Error())}}
 	}
 	return outcome{status: store.StatusFailed, code: code, err: &APIError{Status: code,
-		Type: cmp.Or(e.Type, "invalid_request_error"), Code: e.Code, Message: e.Message}}
+		Type: clean(cmp.Or(e.Type, "invalid_request_error")), Code: clean(e.Code), Message: clean(e.Message)}}
 }
 
 // upstreamFailure is the 502 for an upstream that kept failing.
 func upstreamFailure(e *providers.Error, attempts int) outcome {
 	return outcome{status: store.StatusFailed, code: http.StatusBadGateway, err: &APIError{
 		Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_failed",
-		Message: fmt.Sprintf("upstream failed after %d attempt(s): %s", attempts, e.Error())}}
+		Message: clean(fmt.Sprintf("upstream failed after %d attempt(s): %s", attempts, e.Error()))}}
 }
 
 func outcomeLabel(e *providers.Error) string {

@@ -227,9 +227,13 @@ const finishSQL = `WITH input AS (
 		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
 		ON CONFLICT (job_id) DO NOTHING
 		RETURNING job_id, key_id, cost_usd),
+	locked AS (
+		-- Lock the keys' rows in id order, so two batches touching the same keys cannot deadlock.
+		SELECT id FROM api_keys WHERE id IN (SELECT key_id FROM led) ORDER BY id FOR NO KEY UPDATE),
 	spend AS (
 		UPDATE api_keys k SET spent_usd = k.spent_usd + s.total
-		FROM (SELECT key_id, sum(cost_usd) AS total FROM led GROUP BY key_id) s WHERE k.id = s.key_id RETURNING 1)
+		FROM (SELECT key_id, sum(cost_usd) AS total FROM led GROUP BY key_id) s
+		WHERE k.id = s.key_id AND k.id IN (SELECT id FROM locked) RETURNING 1)
 	SELECT fin.id, COALESCE(led.cost_usd::float8, 0) FROM fin LEFT JOIN led ON led.job_id = fin.id`
 
 // FinishJobs is FinishJob for many jobs in one statement, so one round trip and one commit
@@ -477,4 +481,15 @@ func QueuedJob(j *NewJob) Job {
 	return Job{ID: j.ID, KeyID: j.KeyID, Endpoint: j.Endpoint, Model: j.Model, Async: true, Status: StatusQueued,
 		Metadata: j.Metadata, WebhookURL: webhook, CreatedAt: j.CreatedAt.Truncate(time.Microsecond),
 		Deadline: j.Deadline.Truncate(time.Microsecond)}
+}
+
+// ForgetIdempotencyKey frees an Idempotency-Key bound to a job that was never accepted (its
+// publish failed), so the client's retry with the same key makes a new job.
+func (s *Store) ForgetIdempotencyKey(ctx context.Context, keyID, idemKey, jobID string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE key_id = $1 AND idem_key = $2 AND job_id = $3`,
+		keyID, idemKey, jobID)
+	if err != nil {
+		return fmt.Errorf("forget idempotency key: %w", err)
+	}
+	return nil
 }

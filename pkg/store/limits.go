@@ -66,11 +66,14 @@ func (s *Store) AllowRequest(ctx context.Context, keyID string, rpm int, now tim
 	return false, max(cur.Add(time.Minute).Sub(now), time.Second), nil
 }
 
-// DeleteOldRateWindows drops windows that no longer count.
+// DeleteOldRateWindows drops windows that no longer count, and expired slots.
 func (s *Store) DeleteOldRateWindows(ctx context.Context, now time.Time) error {
 	_, err := s.pool.Exec(ctx, `DELETE FROM key_rate_windows WHERE window_start < $1`, now.Add(-2*time.Minute))
 	if err != nil {
 		return fmt.Errorf("delete old rate windows: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM key_slots WHERE expires_at < $1`, now); err != nil {
+		return fmt.Errorf("delete expired slots: %w", err)
 	}
 	return nil
 }
