@@ -54,6 +54,7 @@ type config struct {
 	streamChunks     int
 	asyncJobs        int
 	asyncConc        int
+	asyncPaused      bool
 	drainTimeout     time.Duration
 	slowJobs         int
 	slowLatency      time.Duration
@@ -81,6 +82,8 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.IntVar(&c.streamChunks, "stream-chunks", 20, "content chunks per streamed answer from the fake upstream")
 	fs.IntVar(&c.asyncJobs, "async-jobs", 20000, "jobs the async section submits")
 	fs.IntVar(&c.asyncConc, "async-concurrency", 64, "clients submitting async jobs")
+	fs.BoolVar(&c.asyncPaused, "async-worker-paused", false,
+		"stop the worker while async jobs are submitted (submissions alone), then time the drain from its start")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "longest wait for the async jobs to finish")
 	fs.IntVar(&c.slowJobs, "slow-jobs", 1000, "requests held in flight by the slow section (also its WORKER_CONCURRENCY)")
 	fs.DurationVar(&c.slowLatency, "slow-latency", 30*time.Second, "latency of the slow fake upstream")
@@ -192,7 +195,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		WorkerConcurrency: cfg.workerConc, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
 		Go: runtime.Version(), LoadBefore: loadavg()}
-	wholeBusy, wholeTotal, _ := systemCPU()
+	wholeBusy, wholeSteal, wholeTotal, _ := systemCPU()
 
 	dir, err := os.MkdirTemp("", "sluicebench-")
 	if err != nil {
@@ -275,8 +278,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		return fmt.Errorf("run cut short: %w", err)
 	}
 	rep.Machine.LoadAfter = loadavg()
-	if busy, total, err := systemCPU(); err == nil && total > wholeTotal {
+	if busy, steal, total, err := systemCPU(); err == nil && total > wholeTotal {
 		rep.MachineBusy = float64(busy-wholeBusy) / float64(total-wholeTotal) * float64(runtime.NumCPU())
+		rep.MachineSteal = float64(steal-wholeSteal) / float64(total-wholeTotal) * float64(runtime.NumCPU())
 	}
 	rep.Finished = time.Now().UTC().Format(time.RFC3339)
 	rep.evaluate()

@@ -90,9 +90,9 @@ func TestParseProcStat(t *testing.T) {
 
 func TestParseSystemStat(t *testing.T) {
 	t.Parallel()
-	busy, total, err := parseSystemStat([]byte("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n"))
-	if err != nil || busy != 1500*time.Millisecond || total != 10*time.Second {
-		t.Fatalf("parseSystemStat = %v, %v, %v", busy, total, err)
+	busy, steal, total, err := parseSystemStat([]byte("cpu  100 0 50 800 50 0 0 20 0 0\ncpu0 1 2 3\n"))
+	if err != nil || busy != 1500*time.Millisecond || steal != 200*time.Millisecond || total != 10200*time.Millisecond {
+		t.Fatalf("parseSystemStat = %v, %v, %v, %v", busy, steal, total, err)
 	}
 }
 

@@ -114,35 +114,39 @@ func parseProcStat(b []byte) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTick, nil
 }
 
-// systemCPU returns the busy and total CPU time of the whole machine, from /proc/stat.
-func systemCPU() (busy, total time.Duration, err error) {
+// systemCPU returns, for the whole machine, the CPU time busy in this VM, stolen by the
+// hypervisor, and the total, from /proc/stat.
+func systemCPU() (busy, steal, total time.Duration, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	return parseSystemStat(b)
 }
 
-func parseSystemStat(b []byte) (busy, total time.Duration, err error) {
+func parseSystemStat(b []byte) (busy, steal, total time.Duration, err error) {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	f := strings.Fields(string(line))
 	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("bad /proc/stat")
+		return 0, 0, 0, fmt.Errorf("bad /proc/stat")
 	}
-	var sum, idle int64
+	var sum, idle, st int64
 	// user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
 	for i, s := range f[1:min(len(f), 9)] {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("bad /proc/stat: %w", err)
+			return 0, 0, 0, fmt.Errorf("bad /proc/stat: %w", err)
 		}
 		sum += v
-		if i == 3 || i == 4 { // idle, iowait
+		switch i {
+		case 3, 4: // idle, iowait
 			idle += v
+		case 7:
+			st = v
 		}
 	}
 	tick := time.Second / clockTick
-	return time.Duration(sum-idle) * tick, time.Duration(sum) * tick, nil
+	return time.Duration(sum-idle-st) * tick, time.Duration(st) * tick, time.Duration(sum) * tick, nil
 }
 
 // backendsOf returns the pids of the Postgres backends connected to database db: their
@@ -176,6 +180,7 @@ type cpuMeter struct {
 	start  map[string]time.Duration
 	pg     map[int]time.Duration
 	busy   time.Duration
+	steal  time.Duration
 	total  time.Duration
 	opened time.Time
 }
@@ -185,7 +190,9 @@ type cpuShare struct {
 	Cores   map[string]float64 `json:"cores"`
 	Machine float64            `json:"machine_busy_cores"`
 	Other   float64            `json:"other_cores"`
-	Seconds float64            `json:"window_s"`
+	// Steal is CPU the hypervisor gave to other VMs while this one wanted it.
+	Steal   float64 `json:"steal_cores"`
+	Seconds float64 `json:"window_s"`
 }
 
 func newCPUMeter(procs map[string]int, db string) *cpuMeter {
@@ -202,7 +209,7 @@ func (m *cpuMeter) open() {
 	for _, pid := range backendsOf(m.db) {
 		m.pg[pid], _ = procCPU(pid)
 	}
-	m.busy, m.total, _ = systemCPU()
+	m.busy, m.steal, m.total, _ = systemCPU()
 	m.opened = time.Now()
 }
 
@@ -232,10 +239,12 @@ func (m *cpuMeter) close() cpuShare {
 			add("postgres", now-m.pg[pid]) // a backend that appeared in the window starts at 0
 		}
 	}
-	busy, total, err := systemCPU()
+	busy, steal, total, err := systemCPU()
 	if err == nil && total > m.total {
 		// total counts every CPU's time; busy/total × ncpu is cores busy.
-		s.Machine = float64(busy-m.busy) / float64(total-m.total) * float64(runtime.NumCPU())
+		ncpu := float64(runtime.NumCPU())
+		s.Machine = float64(busy-m.busy) / float64(total-m.total) * ncpu
+		s.Steal = float64(steal-m.steal) / float64(total-m.total) * ncpu
 		s.Other = max(s.Machine-ours, 0)
 	}
 	return s

@@ -15,15 +15,17 @@ type report struct {
 	Config      reportConfig `json:"config"`
 	Machine     machine      `json:"machine"`
 	MachineBusy float64      `json:"machine_busy_cores"`
-	OtherAvg    float64      `json:"other_cores_avg"`
-	OtherMax    float64      `json:"other_cores_max"`
-	Sync        []syncPoint  `json:"sync,omitempty"`
-	Paired      *paired      `json:"sync_paired_c1,omitempty"`
-	Stream      []syncPoint  `json:"stream,omitempty"`
-	Async       *asyncResult `json:"async,omitempty"`
-	Slow        *slowResult  `json:"slow,omitempty"`
-	Targets     []target     `json:"targets"`
-	Finished    string       `json:"finished"`
+	// MachineSteal is CPU the hypervisor gave to other VMs over the run, in cores.
+	MachineSteal float64      `json:"machine_steal_cores"`
+	OtherAvg     float64      `json:"other_cores_avg"`
+	OtherMax     float64      `json:"other_cores_max"`
+	Sync         []syncPoint  `json:"sync,omitempty"`
+	Paired       *paired      `json:"sync_paired_c1,omitempty"`
+	Stream       []syncPoint  `json:"stream,omitempty"`
+	Async        *asyncResult `json:"async,omitempty"`
+	Slow         *slowResult  `json:"slow,omitempty"`
+	Targets      []target     `json:"targets"`
+	Finished     string       `json:"finished"`
 }
 
 type reportConfig struct {
@@ -88,6 +90,9 @@ func (r *report) evaluate() {
 	if r.Async != nil {
 		v := r.Async.Submit.Rate
 		t.Value, t.Measured, t.Met = v, fmt.Sprintf("%.0f /s", v), met(v >= targetSubmitRate && r.Async.Submit.Errors == 0)
+		if r.Async.WorkerPaused {
+			t.Measured += " (worker stopped while submitting)"
+		}
 	}
 	r.Targets = append(r.Targets, t)
 
@@ -158,7 +163,8 @@ func (r *report) markdown(w io.Writer) {
 		{"PostgreSQL", m.Postgres + " (" + m.PGSettings + ")"},
 		{"NATS", "nats-server " + m.NATS + " (cmd/devnats, JetStream file storage)"},
 		{"load average before / after", m.LoadBefore + " / " + m.LoadAfter},
-		{"machine CPU busy over the run", fmt.Sprintf("%.2f of %d cores", r.MachineBusy, m.CPUs)},
+		{"machine CPU busy over the run", fmt.Sprintf("%.2f of %d cores (hypervisor steal %.2f)", r.MachineBusy, m.CPUs,
+			r.MachineSteal)},
 		{"other processes during measured windows", fmt.Sprintf("%.2f cores on average, %.2f at most", r.OtherAvg, r.OtherMax)},
 		{"settings", fmt.Sprintf("%s per point after %s warm-up; WORKER_CONCURRENCY=%d; LOG_LEVEL=warn; SHUTDOWN_GRACE=5s; other settings default",
 			r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency)},
@@ -201,19 +207,22 @@ func (r *report) markdown(w io.Writer) {
 		r.cpuTable(w, r.Stream)
 	}
 	if a := r.Async; a != nil {
-		fmt.Fprintf(w, "### Async jobs (POST /v1/jobs, then drain)\n\n")
+		title, from, during := "then drain", "first submit", "the worker drains at the same time"
+		if a.WorkerPaused {
+			title, from, during = "worker stopped while submitting, then drain", "worker start", "worker stopped"
+		}
+		fmt.Fprintf(w, "### Async jobs (POST /v1/jobs, %s)\n\n", title)
 		drain := "not drained within the timeout"
 		if a.Drained {
 			drain = f0(a.DrainRate)
 		}
 		table(w, []string{"jobs", "clients", "accepted", "submissions/s", "submit p50 ms", "submit p99 ms",
-			"drain jobs/s (first submit → all terminal)", "drain s", "failed", "canceled", "submit errors"},
+			"drain jobs/s (" + from + " → all terminal)", "drain s", "failed", "canceled", "submit errors"},
 			[][]string{{fmt.Sprint(a.Jobs), fmt.Sprint(a.Concurrency), fmt.Sprint(a.Submit.OK), f0(a.Submit.Rate),
 				f3(a.Submit.Latency.P50), f3(a.Submit.Latency.P99), drain, f2(a.DrainSecs), fmt.Sprint(a.Failed),
 				fmt.Sprint(a.Canceled), errCell(a.Submit)}})
-		fmt.Fprintf(w, "CPU (cores) while submitting (the worker drains at the same time): %s. "+
-			"From first submission to drained: %s.\n\n",
-			cpuLine(a.SubmitCPU), cpuLine(a.DrainCPU))
+		fmt.Fprintf(w, "CPU (cores) while submitting (%s): %s. From %s to drained: %s.\n\n",
+			during, cpuLine(a.SubmitCPU), from, cpuLine(a.DrainCPU))
 	}
 	if sl := r.Slow; sl != nil {
 		fmt.Fprintf(w, "### In-flight slow jobs (%d sync requests held, fake upstream %s, WORKER_CONCURRENCY=%d)\n\n",
@@ -287,13 +296,15 @@ func (r *report) cpuTable(w io.Writer, pts []syncPoint) {
 			row = append(row, fmt.Sprintf("%.2f (%s)", c.Cores[n], perReq(c.Cores[n], p.Sluice.Rate)))
 		}
 		sluice := c.Cores["ingress"] + c.Cores["worker"] + c.Cores["nats"] + c.Cores["postgres"]
-		row = append(row, fmt.Sprintf("%.2f (%s)", sluice, perReq(sluice, p.Sluice.Rate)), f2(c.Other), f2(c.Machine))
+		row = append(row, fmt.Sprintf("%.2f (%s)", sluice, perReq(sluice, p.Sluice.Rate)), f2(c.Other), f2(c.Steal),
+			f2(c.Machine))
 		rows = append(rows, row)
 	}
 	fmt.Fprintf(w, "CPU during the Sluice runs: cores busy (of %d) and, in parentheses, µs of CPU per request, from "+
-		"/proc/<pid>/stat; postgres is the bench database's backends, other is everything else on the machine:\n\n", r.Machine.CPUs)
+		"/proc/<pid>/stat; postgres is the bench database's backends, other is everything else on the machine, steal is "+
+		"CPU the hypervisor gave to other VMs:\n\n", r.Machine.CPUs)
 	table(w, []string{"c", "ingress", "worker", "nats", "postgres", "fake upstream", "load generator",
-		"Sluice total (ingress+worker+nats+postgres)", "other", "machine busy"}, rows)
+		"Sluice total (ingress+worker+nats+postgres)", "other", "steal", "machine busy"}, rows)
 }
 
 // perReq is cores/rate in µs of CPU per request.
@@ -305,6 +316,6 @@ func perReq(cores, rate float64) string {
 }
 
 func cpuLine(c cpuShare) string {
-	return fmt.Sprintf("ingress %.2f, worker %.2f, nats %.2f, postgres %.2f, load generator %.2f, other %.2f",
-		c.Cores["ingress"], c.Cores["worker"], c.Cores["nats"], c.Cores["postgres"], c.Cores["loadgen"], c.Other)
+	return fmt.Sprintf("ingress %.2f, worker %.2f, nats %.2f, postgres %.2f, load generator %.2f, other %.2f, steal %.2f",
+		c.Cores["ingress"], c.Cores["worker"], c.Cores["nats"], c.Cores["postgres"], c.Cores["loadgen"], c.Other, c.Steal)
 }

@@ -161,7 +161,10 @@ type asyncResult struct {
 	Jobs        int        `json:"jobs"`
 	Concurrency int        `json:"concurrency"`
 	Submit      loadResult `json:"submit"`
-	// DrainSecs runs from the first submission until no job is queued or running.
+	// WorkerPaused: the worker was stopped while jobs were submitted and started afterwards.
+	WorkerPaused bool `json:"worker_paused"`
+	// DrainSecs runs from the first submission (or, with the worker paused, from the worker's
+	// start) until no job is queued or running.
 	DrainSecs float64  `json:"drain_s"`
 	DrainRate float64  `json:"drain_jobs_per_s"`
 	Drained   bool     `json:"drained"`
@@ -177,7 +180,13 @@ func (s *stack) asyncSection(ctx context.Context) asyncResult {
 	sub, _ := json.Marshal(map[string]any{"endpoint": "/v1/chat/completions",
 		"body": json.RawMessage(chatBody(fastModel, false, false))})
 	h := http.Header{"Content-Type": {"application/json"}, "Authorization": {"Bearer " + s.asyncKey}}
-	res := asyncResult{Jobs: s.cfg.asyncJobs, Concurrency: s.cfg.asyncConc}
+	res := asyncResult{Jobs: s.cfg.asyncJobs, Concurrency: s.cfg.asyncConc, WorkerPaused: s.cfg.asyncPaused}
+	if s.cfg.asyncPaused {
+		logf("async: stopping the worker while jobs are submitted")
+		if err := s.stopWorker(); err != nil {
+			logf("async: stop worker: %v", err)
+		}
+	}
 	logf("async: submitting %d jobs from %d clients", s.cfg.asyncJobs, s.cfg.asyncConc)
 	drainMeter := newCPUMeter(s.pids(), s.dbName)
 	drainMeter.open()
@@ -187,6 +196,16 @@ func (s *stack) asyncSection(ctx context.Context) asyncResult {
 			want: http.StatusAccepted}})
 	logf("async: %d accepted (%d errors) at %.0f/s; waiting for the queue to drain", res.Submit.OK,
 		res.Submit.Errors, res.Submit.Rate)
+	if s.cfg.asyncPaused {
+		// The drain is then the worker's alone: timed from its start, measured on its new pid.
+		if err := s.startWorker(ctx, s.cfg.workerConc); err != nil {
+			logf("async: restart worker: %v", err)
+			return res
+		}
+		drainMeter = newCPUMeter(s.pids(), s.dbName)
+		drainMeter.open()
+		began = time.Now()
+	}
 	deadline := time.Now().Add(s.cfg.drainTimeout)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
 		q, err1 := s.countJobs(ctx, "queued", 1)

@@ -54,7 +54,8 @@ type proc struct {
 // startProc runs bin with args and exactly env (plus PATH), logging to dir/name.log.
 func startProc(name, bin, dir string, env map[string]string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
+	// Appended: a process restarted by a later section keeps its earlier log.
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -64,8 +65,9 @@ func startProc(name, bin, dir string, env map[string]string, args ...string) (*p
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = f, f
-	// If the bench dies without stopping its stack, the kernel stops the stack.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	// Own process group: a Ctrl-C reaches only the bench, which then stops the stack in order.
+	// If the bench dies without stopping it, the kernel sends each process SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -325,10 +327,16 @@ func (s *stack) startSluice(ctx context.Context, workerConc int) error {
 	if err := ing.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.ingAddr+"/readyz")); err != nil {
 		return err
 	}
+	return s.startWorker(ctx, workerConc)
+}
+
+// startWorker starts a worker with the given WORKER_CONCURRENCY; none may be running.
+func (s *stack) startWorker(ctx context.Context, workerConc int) error {
+	var err error
 	if s.wrkAddr, err = freeAddr(); err != nil {
 		return err
 	}
-	env = s.env()
+	env := s.env()
 	env["WORKER_ADDR"], env["WORKER_CONCURRENCY"] = s.wrkAddr, fmt.Sprint(workerConc)
 	wrk, err := startProc("worker", filepath.Join(s.bin, "worker"), s.dir, env)
 	if err != nil {
@@ -338,6 +346,18 @@ func (s *stack) startSluice(ctx context.Context, workerConc int) error {
 	s.wrk = wrk
 	s.mu.Unlock()
 	return wrk.waitReady(ctx, 30*time.Second, probeHTTP(s.http, "http://"+s.wrkAddr+"/readyz"))
+}
+
+// stopWorker stops the worker and leaves the ingress running.
+func (s *stack) stopWorker() error {
+	s.mu.Lock()
+	wrk := s.wrk
+	s.wrk = nil
+	s.mu.Unlock()
+	if wrk == nil {
+		return nil
+	}
+	return wrk.stop(20 * time.Second)
 }
 
 // stopSluice stops the worker, then the ingress.
