@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v10"
+
+	"github.com/sluicehq/sluice/pkg/providers"
 )
 
 // ExitConfig is the exit status for a bad configuration.
@@ -101,8 +103,7 @@ func Healthcheck(addr string) error {
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	_ = resp.Body.Close()
+	providers.CloseBody(resp)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("readyz: %s", resp.Status)
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
@@ -243,7 +243,7 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 		}
 		return 0, err
 	}
-	defer closeWebhookBody(resp)
+	defer providers.CloseBody(resp)
 	return resp.StatusCode, nil
 }
 
@@ -267,12 +267,4 @@ func (d *Dispatcher) backoff(n int) time.Duration {
 	}
 	w = min(w, d.cfg.RetryMax)
 	return w/2 + rand.N(w/2+1)
-}
-
-// closeWebhookBody releases a receiver's answer: it drains at most 64 KiB, so a small
-// remainder lets the connection be reused while a huge or endless one cannot stall a sender,
-// then closes the body. It is the only place the dispatcher closes a response body.
-func closeWebhookBody(resp *http.Response) {
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	_ = resp.Body.Close()
 }

@@ -96,7 +96,7 @@ func (a *Anthropic) post(ctx context.Context, body []byte, stream bool, read fun
 		return nil, err
 	}
 	defer stop()
-	defer closeBody(resp)
+	defer CloseBody(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, statusError(anthropicName, resp, br)
 	}

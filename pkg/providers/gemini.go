@@ -74,7 +74,7 @@ func (g *Gemini) Do(ctx context.Context, req *Request, emit func(Event) error) (
 		return nil, err
 	}
 	defer stop()
-	defer closeBody(resp)
+	defer CloseBody(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, geminiStatusError(resp, br)
 	}

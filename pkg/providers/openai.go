@@ -142,7 +142,7 @@ func (o *OpenAI) post(ctx context.Context, endpoint string, body []byte, stream 
 		return nil, err
 	}
 	defer stop()
-	defer closeBody(resp)
+	defer CloseBody(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, statusError(o.name, resp, br)
 	}

@@ -176,16 +176,17 @@ func NewHTTPClient(cfg ClientConfig) *http.Client {
 	}
 }
 
-// closeBody releases a response: it drains at most 64 KiB, so a small remainder lets the
+// CloseBody releases a response: it drains at most 64 KiB, so a small remainder lets the
 // connection be reused while a huge or endless one cannot stall us, then closes the body.
-// It is the only place in Sluice that closes an upstream response body.
-func closeBody(resp *http.Response) {
+// It is the one place in Sluice that closes an outbound response body: upstream calls,
+// webhook deliveries and health checks all release their responses through it.
+func CloseBody(resp *http.Response) {
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 	_ = resp.Body.Close()
 }
 
 // send performs req with the idle watchdog armed and returns the response, whose body the
-// caller must release with closeBody. The returned stop function disarms the watchdog and
+// caller must release with CloseBody. The returned stop function disarms the watchdog and
 // must be called once the body is done with.
 func send(ctx context.Context, client *http.Client, provider string, limits Limits,
 	build func(ctx context.Context) (*http.Request, error),
