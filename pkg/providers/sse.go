@@ -17,7 +17,8 @@ type sseReader struct {
 }
 
 func newSSEReader(r io.Reader, maxLine int) *sseReader {
-	return &sseReader{br: bufio.NewReaderSize(r, 32<<10), maxLine: maxLine}
+	// A small buffer (there is one per in-flight stream); longer lines are joined in readLine.
+	return &sseReader{br: bufio.NewReaderSize(r, 4<<10), maxLine: maxLine}
 }
 
 // errLineTooLong means one SSE line exceeded the limit.
