@@ -54,7 +54,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	if _, err := jobs.EnsureStream(ctx, js, jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs,
-		MaxAge: max(2*time.Hour, 2*cfg.JobTimeout)}); err != nil {
+		JobTimeout: cfg.JobTimeout}); err != nil {
 		return err
 	}
 	mux, err := jobs.NewMux(nc)

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	qcfg := jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs, MaxAge: max(2*time.Hour, 2*cfg.JobTimeout), AckWait: cfg.AckWait,
+	qcfg := jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs, JobTimeout: cfg.JobTimeout, AckWait: cfg.AckWait,
 		MaxAckPending: cfg.MaxAckPending}
 	if _, err := jobs.EnsureStream(ctx, js, qcfg); err != nil {
 		return err

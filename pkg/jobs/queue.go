@@ -27,7 +27,10 @@ type QueueConfig struct {
 	// MaxJobs caps queued jobs; beyond it a publish fails with ErrQueueFull (discard new).
 	MaxJobs int64
 	// MaxAge drops a job the workers never took (a safety net; deadlines end jobs sooner).
+	// Zero: twice JobTimeout, and at least 2 hours.
 	MaxAge time.Duration
+	// JobTimeout is the longest a job may run (JOB_TIMEOUT).
+	JobTimeout time.Duration
 	// DedupWindow is how long a re-published job id is recognised as a duplicate.
 	DedupWindow time.Duration
 	// AckWait is how long a worker may hold a job without a progress heartbeat.
@@ -45,7 +48,7 @@ func (c QueueConfig) withDefaults() QueueConfig {
 		c.MaxJobs = 100_000
 	}
 	if c.MaxAge <= 0 {
-		c.MaxAge = 2 * time.Hour
+		c.MaxAge = max(2*time.Hour, 2*c.JobTimeout)
 	}
 	if c.DedupWindow <= 0 {
 		c.DedupWindow = 20 * time.Minute
