@@ -84,64 +84,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		err error
 	)
 	switch resource + " " + verb {
-	case "keys list":
-		v, err = c.do(ctx, http.MethodGet, "/admin/v1/keys", nil)
-	case "keys get", "keys revoke":
-		id, e := one(tail)
-		if e != nil {
-			return e
-		}
-		method := http.MethodGet
-		if verb == "revoke" {
-			method = http.MethodDelete
-		}
-		v, err = c.do(ctx, method, "/admin/v1/keys/"+url.PathEscape(id), nil)
-	case "keys create", "keys update":
-		id := ""
-		if verb == "update" {
-			if len(tail) == 0 {
-				return usageError{"keys update ID [flags]"}
-			}
-			id, tail = tail[0], tail[1:]
-		}
-		body, e := keyFlags(tail)
-		if e != nil {
-			return e
-		}
-		if verb == "create" {
-			v, err = c.do(ctx, http.MethodPost, "/admin/v1/keys", body)
-		} else {
-			v, err = c.do(ctx, http.MethodPatch, "/admin/v1/keys/"+url.PathEscape(id), body)
-		}
-	case "channels list":
-		v, err = c.do(ctx, http.MethodGet, "/admin/v1/channels", nil)
-	case "channels get", "channels delete":
-		id, e := one(tail)
-		if e != nil {
-			return e
-		}
-		method := http.MethodGet
-		if verb == "delete" {
-			method = http.MethodDelete
-		}
-		v, err = c.do(ctx, method, "/admin/v1/channels/"+url.PathEscape(id), nil)
-	case "channels create", "channels update":
-		id := ""
-		if verb == "update" {
-			if len(tail) == 0 {
-				return usageError{"channels update ID [flags]"}
-			}
-			id, tail = tail[0], tail[1:]
-		}
-		body, e := channelFlags(tail)
-		if e != nil {
-			return e
-		}
-		if verb == "create" {
-			v, err = c.do(ctx, http.MethodPost, "/admin/v1/channels", body)
-		} else {
-			v, err = c.do(ctx, http.MethodPatch, "/admin/v1/channels/"+url.PathEscape(id), body)
-		}
+	case "keys list", "keys get", "keys revoke", "keys create", "keys update":
+		v, err = c.crud(ctx, "/admin/v1/keys", verb, "revoke", tail, keyFlags)
+	case "channels list", "channels get", "channels delete", "channels create", "channels update":
+		v, err = c.crud(ctx, "/admin/v1/channels", verb, "delete", tail, channelFlags)
 	case "prices list":
 		v, err = c.do(ctx, http.MethodGet, "/admin/v1/prices", nil)
 	case "prices set":
@@ -184,6 +130,41 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// crud runs list, get, create, update or the delete verb (named del) on a collection; flags
+// turns the remaining arguments into the JSON body of create and update.
+func (c *client) crud(ctx context.Context, base, verb, del string, args []string,
+	flags func([]string) (map[string]any, error),
+) (any, error) {
+	switch verb {
+	case "list":
+		return c.do(ctx, http.MethodGet, base, nil)
+	case "create":
+		body, err := flags(args)
+		if err != nil {
+			return nil, err
+		}
+		return c.do(ctx, http.MethodPost, base, body)
+	case "update":
+		if len(args) == 0 {
+			return nil, usageError{"update ID [flags]"}
+		}
+		body, err := flags(args[1:])
+		if err != nil {
+			return nil, err
+		}
+		return c.do(ctx, http.MethodPatch, base+"/"+url.PathEscape(args[0]), body)
+	}
+	id, err := one(args)
+	if err != nil {
+		return nil, err
+	}
+	method := http.MethodGet
+	if verb == del {
+		method = http.MethodDelete
+	}
+	return c.do(ctx, method, base+"/"+url.PathEscape(id), nil)
 }
 
 func one(args []string) (string, error) {
