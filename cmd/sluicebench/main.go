@@ -64,6 +64,7 @@ type config struct {
 	dbName           string
 	dbURL            string
 	keep             bool
+	pprof            bool
 	timeout          time.Duration
 }
 
@@ -93,6 +94,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&c.dbName, "db", "sluice_bench", "bench database, emptied at start (its name must contain \"bench\")")
 	fs.StringVar(&c.dbURL, "database-url", "", "Postgres URL of the bench database (default: from scripts/ensure-postgres.sh)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, logs, NATS store)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve pprof from the ingress on 127.0.0.1:6061 and the worker on :6062")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -317,6 +317,9 @@ func (s *stack) startSluice(ctx context.Context, workerConc int) error {
 	}
 	env := s.env()
 	env["INGRESS_ADDR"], env["SLUICE_ADMIN_TOKEN"] = s.ingAddr, s.admin
+	if s.cfg.pprof {
+		env["PPROF_ADDR"] = "127.0.0.1:6061"
+	}
 	ing, err := startProc("ingress", filepath.Join(s.bin, "ingress"), s.dir, env)
 	if err != nil {
 		return err
@@ -338,6 +341,9 @@ func (s *stack) startWorker(ctx context.Context, workerConc int) error {
 	}
 	env := s.env()
 	env["WORKER_ADDR"], env["WORKER_CONCURRENCY"] = s.wrkAddr, fmt.Sprint(workerConc)
+	if s.cfg.pprof {
+		env["PPROF_ADDR"] = "127.0.0.1:6062"
+	}
 	wrk, err := startProc("worker", filepath.Join(s.bin, "worker"), s.dir, env)
 	if err != nil {
 		return err
