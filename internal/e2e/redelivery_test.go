@@ -59,11 +59,7 @@ func TestDuplicateDeliveryChargedOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			if rep.Kind == jobs.KindFinal {
-				var f jobs.Final
-				if err := json.Unmarshal(rep.Data, &f); err != nil {
-					t.Fatal(err)
-				}
-				finals = append(finals, f)
+				finals = append(finals, *rep.Final)
 			}
 		case <-timeout:
 			t.Fatalf("got %d final replies, want one per delivery", len(finals))
@@ -78,7 +74,7 @@ func TestDuplicateDeliveryChargedOnce(t *testing.T) {
 	var rows int
 	var spent float64
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM usage_ledger),
-		(SELECT spent_usd::float8 FROM api_keys WHERE id = $1)`, k.ID).Scan(&rows, &spent); err != nil {
+		key_spent($1)::float8`, k.ID).Scan(&rows, &spent); err != nil {
 		t.Fatal(err)
 	}
 	if want := (float64(pt)*3 + float64(ct)*5) / 1e6; rows != 1 || !near(spent, want) {

@@ -76,7 +76,7 @@ func TestChatCompletionEndToEnd(t *testing.T) {
 	var cost, ledgerCost, spent float64
 	var ledgerPT, ledgerCT int64
 	if err := s.db.Pool.QueryRow(ctx, `SELECT j.status, j.cost_usd::float8, l.cost_usd::float8, l.prompt_tokens,
-		l.completion_tokens, k.spent_usd::float8 FROM jobs j JOIN usage_ledger l ON l.job_id = j.id
+		l.completion_tokens, key_spent(k.id)::float8 FROM jobs j JOIN usage_ledger l ON l.job_id = j.id
 		JOIN api_keys k ON k.id = j.key_id WHERE j.id = $1`, jobID).Scan(&status, &cost, &ledgerCost, &ledgerPT, &ledgerCT, &spent); err != nil {
 		t.Fatalf("read job, ledger and spend: %v", err)
 	}
@@ -111,7 +111,7 @@ func TestChatCompletionEndToEnd(t *testing.T) {
 		t.Errorf("SDK with a bad key: err = %v, want a 401 invalid_api_key *openai.Error", err)
 	}
 	var spent2 float64
-	if err := s.db.Pool.QueryRow(ctx, `SELECT spent_usd::float8 FROM api_keys WHERE id = $1`, k.ID).Scan(&spent2); err != nil {
+	if err := s.db.Pool.QueryRow(ctx, `SELECT key_spent($1)::float8`, k.ID).Scan(&spent2); err != nil {
 		t.Fatal(err)
 	}
 	if want := wantCost + (float64(pt2)*0.15+float64(ct2)*0.60)/1e6; !near(spent2, want) {
@@ -167,7 +167,7 @@ func TestRetryAfter429ThenSuccess(t *testing.T) {
 	var spent float64
 	var attempts int
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM usage_ledger),
-		(SELECT spent_usd::float8 FROM api_keys WHERE id = $1), (SELECT attempts FROM jobs)`, k.ID).Scan(&rows, &spent, &attempts); err != nil {
+		key_spent($1)::float8, (SELECT attempts FROM jobs)`, k.ID).Scan(&rows, &spent, &attempts); err != nil {
 		t.Fatal(err)
 	}
 	if rows != 1 || !near(spent, (float64(pt)*1+float64(ct)*2)/1e6) {
@@ -203,7 +203,7 @@ func TestUpstream400PassedThroughNotRetriedNotCharged(t *testing.T) {
 	var rows int
 	var spent float64
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM usage_ledger),
-		(SELECT spent_usd::float8 FROM api_keys WHERE id = $1)`, k.ID).Scan(&rows, &spent); err != nil {
+		key_spent($1)::float8`, k.ID).Scan(&rows, &spent); err != nil {
 		t.Fatal(err)
 	}
 	if rows != 0 || spent != 0 {

@@ -702,7 +702,7 @@ func TestSoak(t *testing.T) {
 	var spendOK bool
 	if err := s.db.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT job_id), count(*) FILTER (WHERE estimated),
 		COALESCE(sum(prompt_tokens), 0), COALESCE(sum(completion_tokens), 0),
-		(SELECT spent_usd FROM api_keys WHERE id = $1) = COALESCE(sum(cost_usd), 0),
+		key_spent($1) = COALESCE(sum(cost_usd), 0),
 		(SELECT count(*) FROM usage_ledger l JOIN jobs j ON j.id = l.job_id WHERE j.status <> 'succeeded'
 			OR j.prompt_tokens IS DISTINCT FROM l.prompt_tokens OR j.completion_tokens IS DISTINCT FROM l.completion_tokens
 			OR j.cost_usd IS DISTINCT FROM l.cost_usd)

@@ -188,8 +188,8 @@ func FuzzStreamAnswer(f *testing.F) {
 			rep := jobs.Reply{Kind: jobs.KindEvent, Seq: int(msgs[i+1] % 8), Attempt: 1 + int(msgs[i+2]%3)}
 			rep.Data = fmt.Appendf(nil, `{"n":"%d.%d"}`, rep.Attempt, rep.Seq)
 			if msgs[i]%3 == 2 {
-				rep.Kind = jobs.KindFinal
-				rep.Data, _ = json.Marshal(jobs.Final{JobID: "job_fuzz", Status: store.StatusSucceeded, StatusCode: 200, Parts: rep.Seq})
+				rep.Kind, rep.Data = jobs.KindFinal, nil
+				rep.Final = &jobs.Final{JobID: "job_fuzz", Status: store.StatusSucceeded, StatusCode: 200, Parts: rep.Seq}
 			}
 			ended, last = a.handle(rep), rep
 		}

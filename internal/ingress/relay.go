@@ -246,7 +246,13 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		s.writeError(w, r, err)
 		return
 	}
-	waiter := s.mux.Wait(256)
+	// A whole answer comes in one message (a few if it is larger than NATS's max payload);
+	// a stream needs room for bursts of events while the client is written to.
+	buf := 16
+	if p.stream {
+		buf = 256
+	}
+	waiter := s.mux.Wait(buf)
 	defer waiter.Done()
 	replies, lost := waiter.C(), waiter.Lost()
 	job.Reply = waiter.Subject
@@ -305,8 +311,8 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 			defer cancel()
 			if err := s.store.AbandonJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
-				Model: job.Model, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
-				HoldsSlot: job.HoldsSlot}); err != nil {
+				Model: job.Model, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
+				HoldsSlot: job.HoldsSlot}); err != nil { // a sync call's prompt is not kept
 				s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
 			}
 			return
@@ -387,15 +393,11 @@ func (a *answer) handle(rep jobs.Reply) bool {
 	case jobs.KindBody:
 		a.body.Write(rep.Data)
 	case jobs.KindFinal:
-		var f jobs.Final
-		if err := json.Unmarshal(rep.Data, &f); err != nil {
-			a.fail(fmt.Errorf("decode final reply of %s: %w", a.job.ID, err))
-			return true
-		}
-		if f.Parts != rep.Seq {
+		if rep.Final.Parts != rep.Seq {
 			a.gap = true
 		}
-		a.final(&f)
+		a.body.Write(rep.Data) // a whole answer may come with its final
+		a.final(rep.Final)
 		return true
 	}
 	return false

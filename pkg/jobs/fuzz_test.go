@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -96,8 +97,9 @@ func sameJSON(a, b json.RawMessage) bool {
 	return bytes.Equal(canon(a), canon(b))
 }
 
-// FuzzParseReply: ParseReply never panics, accepts only the three kinds with integer
-// sequence and attempt numbers, and returns exactly what the headers and payload carried.
+// FuzzParseReply: on the header-based messages of workers before replyV1, ParseReply never
+// panics, accepts only the three kinds with integer sequence and attempt numbers (and a final
+// only with a JSON outcome), and returns exactly what the headers and payload carried.
 func FuzzParseReply(f *testing.F) {
 	f.Add(KindEvent, "0", "1", "message_start", []byte(`{"type":"message_start"}`))
 	f.Add(KindBody, "3", "2", "", []byte(`{"id":"chatcmpl-1","choices":[]}`))
@@ -114,7 +116,8 @@ func FuzzParseReply(f *testing.F) {
 		rep, err := ParseReply(m)
 		wantSeq, err1 := strconv.Atoi(seq)
 		wantAtt, err2 := strconv.Atoi(attempt)
-		valid := err1 == nil && err2 == nil && (kind == KindEvent || kind == KindBody || kind == KindFinal)
+		valid := err1 == nil && err2 == nil && (kind == KindEvent || kind == KindBody ||
+			kind == KindFinal && json.Unmarshal(data, new(Final)) == nil)
 		if err != nil {
 			if valid {
 				t.Fatalf("ParseReply refused kind %q seq %q attempt %q: %v", kind, seq, attempt, err)
@@ -125,8 +128,66 @@ func FuzzParseReply(f *testing.F) {
 			t.Fatalf("ParseReply accepted kind %q seq %q attempt %q", kind, seq, attempt)
 		}
 		want := Reply{Kind: kind, Seq: wantSeq, Attempt: wantAtt, Event: event, Data: data}
+		if kind == KindFinal {
+			var f Final
+			if json.Unmarshal(data, &f) != nil {
+				t.Fatalf("ParseReply accepted a final that is not JSON: %q", data)
+			}
+			want.Final, want.Data = &f, nil
+		}
 		if !reflect.DeepEqual(want, rep) {
 			t.Fatalf("ParseReply = %+v, want %+v", rep, want)
+		}
+	})
+}
+
+// FuzzReplyWire: what a replier sends parses back to the same reply, and ParseReply never
+// panics on any payload.
+func FuzzReplyWire(f *testing.F) {
+	f.Add(uint8(0), uint16(0), uint16(1), "message_start", []byte(`{"type":"message_start"}`), false, "", int64(0))
+	f.Add(uint8(1), uint16(3), uint16(2), "", []byte(`{"id":"chatcmpl-1"}`), false, "", int64(0))
+	f.Add(uint8(2), uint16(7), uint16(1), "", []byte(`{"choices":[]}`), true, "", int64(31))
+	f.Add(uint8(2), uint16(0), uint16(4), "", []byte(nil), false, "upstream failed: \"429\"\n", int64(-1))
+	f.Add(uint8(0), uint16(2), uint16(1), "ping", []byte("\x01\x03\x00"), true, "", int64(0))
+	f.Fuzz(func(t *testing.T, kindN uint8, seq, attempt uint16, event string, data []byte, more bool, errMsg string,
+		tokens int64,
+	) {
+		m := &nats.Msg{Subject: "r", Data: data}
+		_, _ = ParseReply(m) // any payload: no panic
+		kind := []string{KindEvent, KindBody, KindFinal}[kindN%3]
+		r := &replier{subject: "r", attempt: uint64(attempt), seq: int(seq), maxPart: 1 << 20}
+		var payload []byte
+		want := Reply{Kind: kind, Seq: int(seq), Attempt: int(attempt), Data: data}
+		if len(data) == 0 {
+			want.Data = nil
+		}
+		switch kind {
+		case KindFinal:
+			fin := &Final{JobID: "job_1", Status: "failed", StatusCode: 502, CostUSD: 0.25, Parts: int(seq)}
+			if tokens != 0 {
+				fin.Usage = &Usage{PromptTokens: tokens, CompletionTokens: -tokens, TotalTokens: 0}
+			}
+			if errMsg != "" {
+				fin.Error = &APIError{Status: 502, Message: errMsg, Type: "upstream_error", Code: "x", RetryAfter: 3}
+			}
+			enc := appendFinal(nil, fin)
+			payload = append(r.frame(kind, "", false, 0), binary.AppendUvarint(nil, uint64(len(enc)))...)
+			payload = append(append(payload, enc...), data...)
+			want.Final = fin
+		default:
+			if kind == KindEvent {
+				want.Event, want.More = event, more
+			} else {
+				more, event = false, ""
+			}
+			payload = append(r.frame(kind, event, more, len(data)), data...)
+		}
+		got, err := ParseReply(&nats.Msg{Subject: "r", Data: payload})
+		if err != nil {
+			t.Fatalf("ParseReply refused what a replier sends: %v", err)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("ParseReply = %+v, want %+v", got, want)
 		}
 	})
 }

@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +17,17 @@ import (
 	"github.com/sluicehq/sluice/pkg/providers"
 )
 
-// Reply message headers.
+// Reply messages carry their framing at the start of the payload, without NATS headers
+// (which cost a header map on both ends for every message):
+//
+//	0x01 | kind | flags | uvarint seq | uvarint attempt | uvarint-prefixed event name | data
+//
+// A final message's data is its Final (encodeFinal) and then, for a non-stream answer that
+// fits, the whole answer: one message per answer instead of a body message and a final.
+// ParseReply also reads the header-based messages of earlier workers (legacy headers below).
+const replyV1 = 0x01
+
+// Legacy reply message headers, read (never written) for workers from before replyV1.
 const (
 	hdrSeq     = "Sluice-Seq"     // 0, 1, 2 … within one attempt
 	hdrKind    = "Sluice-Kind"    // event, body or final
@@ -26,48 +39,70 @@ const (
 // Kinds of reply message.
 const (
 	KindEvent = "event" // one server-sent event, forwarded as it arrived
-	KindBody  = "body"  // one slice of a non-stream answer too large for one NATS message
+	KindBody  = "body"  // one slice of a non-stream answer too large to go with the final
 	KindFinal = "final" // the outcome; always last
 )
+
+// kinds maps the wire's kind byte to a kind, and back.
+var kinds = [...]string{1: KindEvent, 2: KindBody, 3: KindFinal}
+
+func kindByte(kind string) byte {
+	for i, k := range kinds {
+		if k == kind && i > 0 {
+			return byte(i)
+		}
+	}
+	panic("jobs: unknown reply kind " + kind)
+}
+
+const flagMore = 1 // this event's data continues in the next message
+
+// replyOverhead bounds the framing of one message: the fixed bytes, two varints and an
+// event name (SSE event names are short words; a longer one costs a part of its own room).
+const replyOverhead = 3 + 2*binary.MaxVarintLen64
 
 // replier publishes the answer of one job attempt, in order, from one goroutine.
 type replier struct {
 	nc      *nats.Conn
 	subject string
-	attempt string
+	attempt uint64
 	seq     int
 	maxPart int
 }
 
 func newReplier(nc *nats.Conn, subject string, attempt uint64) *replier {
-	// Leave room for headers under the server's max payload.
+	// Leave room for the framing and a final under the server's max payload.
 	maxPart := int(nc.MaxPayload()) - 4<<10
 	if maxPart <= 0 {
 		maxPart = 512 << 10
 	}
-	return &replier{nc: nc, subject: subject, attempt: strconv.FormatUint(attempt, 10), maxPart: maxPart}
+	return &replier{nc: nc, subject: subject, attempt: attempt, maxPart: maxPart}
 }
 
-func (r *replier) publish(kind string, data []byte, event string) error {
-	return r.publishPart(kind, data, event, false)
+// frame starts a message's payload with room for n more bytes.
+func (r *replier) frame(kind string, event string, more bool, n int) []byte {
+	b := make([]byte, 0, replyOverhead+binary.MaxVarintLen64+len(event)+n)
+	var flags byte
+	if more {
+		flags |= flagMore
+	}
+	b = append(b, replyV1, kindByte(kind), flags)
+	b = binary.AppendUvarint(b, uint64(r.seq))
+	b = binary.AppendUvarint(b, r.attempt)
+	b = binary.AppendUvarint(b, uint64(len(event)))
+	return append(b, event...)
+}
+
+func (r *replier) send(payload []byte) error {
+	r.seq++
+	return r.nc.Publish(r.subject, payload)
 }
 
 func (r *replier) publishPart(kind string, data []byte, event string, more bool) error {
 	if r.subject == "" {
 		return nil // async job: nobody waits on a subject
 	}
-	m := &nats.Msg{Subject: r.subject, Data: data, Header: nats.Header{}}
-	m.Header.Set(hdrKind, kind)
-	m.Header.Set(hdrSeq, strconv.Itoa(r.seq))
-	m.Header.Set(hdrAttempt, r.attempt)
-	if event != "" {
-		m.Header.Set(hdrEvent, event)
-	}
-	if more {
-		m.Header.Set(hdrMore, "1")
-	}
-	r.seq++
-	return r.nc.PublishMsg(m)
+	return r.send(append(r.frame(kind, event, more, len(data)), data...))
 }
 
 // event forwards one stream event; one larger than a NATS message goes as several parts,
@@ -80,30 +115,34 @@ func (r *replier) event(ev providers.Event) error {
 		}
 		data = data[r.maxPart:]
 	}
-	return r.publish(KindEvent, data, ev.Name)
+	return r.publishPart(KindEvent, data, ev.Name, false)
 }
 
-// body sends a whole answer as as many slices as it takes.
-func (r *replier) body(b []byte) error {
-	for len(b) > 0 {
-		n := min(len(b), r.maxPart)
-		if err := r.publish(KindBody, b[:n], ""); err != nil {
-			return err
+// finish sends the outcome and, before it or with it, a non-stream answer's body: with it
+// when both fit in one message, else the body first in as many slices as it takes.
+func (r *replier) finish(f *Final, body []byte) error {
+	if r.subject == "" {
+		return nil
+	}
+	if len(body)+len(appendFinal(nil, f))+binary.MaxVarintLen64 > r.maxPart {
+		for len(body) > 0 {
+			n := min(len(body), r.maxPart)
+			if err := r.publishPart(KindBody, body[:n], "", false); err != nil {
+				return err
+			}
+			body = body[n:]
 		}
-		b = b[n:]
 	}
-	return nil
+	f.Parts = r.seq
+	enc := appendFinal(nil, f)
+	b := r.frame(KindFinal, "", false, binary.MaxVarintLen64+len(enc)+len(body))
+	b = binary.AppendUvarint(b, uint64(len(enc)))
+	b = append(b, enc...)
+	return r.send(append(b, body...))
 }
 
-// final sends the outcome.
-func (r *replier) final(f *Final) error {
-	f.Parts = r.seq
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return r.publish(KindFinal, b, "")
-}
+// final sends the outcome alone.
+func (r *replier) final(f *Final) error { return r.finish(f, nil) }
 
 // Reply is one message of a job's answer, as the ingress receives it.
 type Reply struct {
@@ -111,21 +150,73 @@ type Reply struct {
 	Seq     int
 	Attempt int
 	Event   string
-	Data    []byte
+	// Data is an event's or a body slice's bytes, or the answer sent with a final (if any).
+	Data []byte
 	// More is true when an event's data continues in the next message.
 	More bool
+	// Final is the outcome, for KindFinal.
+	Final *Final
 }
 
-// ParseReply reads a reply message's headers.
+var errBadReply = errors.New("malformed reply message")
+
+// ParseReply reads a reply message. Data aliases the message's payload.
 func ParseReply(m *nats.Msg) (Reply, error) {
+	if m.Header.Get(hdrKind) != "" {
+		return parseLegacyReply(m)
+	}
+	b := m.Data
+	if len(b) < 3 || b[0] != replyV1 || int(b[1]) >= len(kinds) || kinds[b[1]] == "" {
+		return Reply{}, errBadReply
+	}
+	rep := Reply{Kind: kinds[b[1]], More: b[2]&flagMore != 0}
+	b = b[3:]
+	var nums [3]uint64 // seq, attempt, event length
+	for i := range nums {
+		v, n := binary.Uvarint(b)
+		if n <= 0 || v > math.MaxInt32 {
+			return Reply{}, errBadReply
+		}
+		nums[i], b = v, b[n:]
+	}
+	if nums[2] > uint64(len(b)) {
+		return Reply{}, errBadReply
+	}
+	rep.Seq, rep.Attempt, rep.Event, b = int(nums[0]), int(nums[1]), string(b[:nums[2]]), b[nums[2]:]
+	if rep.Kind == KindFinal {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return Reply{}, errBadReply
+		}
+		f, err := decodeFinal(b[n : n+int(l)])
+		if err != nil {
+			return Reply{}, errBadReply
+		}
+		rep.Final, b = f, b[n+int(l):]
+	}
+	if len(b) > 0 {
+		rep.Data = b
+	}
+	return rep, nil
+}
+
+func parseLegacyReply(m *nats.Msg) (Reply, error) {
 	seq, err1 := strconv.Atoi(m.Header.Get(hdrSeq))
 	att, err2 := strconv.Atoi(m.Header.Get(hdrAttempt))
 	kind := m.Header.Get(hdrKind)
 	if err1 != nil || err2 != nil || (kind != KindEvent && kind != KindBody && kind != KindFinal) {
-		return Reply{}, fmt.Errorf("malformed reply message")
+		return Reply{}, errBadReply
 	}
-	return Reply{Kind: kind, Seq: seq, Attempt: att, Event: m.Header.Get(hdrEvent), Data: m.Data,
-		More: m.Header.Get(hdrMore) == "1"}, nil
+	rep := Reply{Kind: kind, Seq: seq, Attempt: att, Event: m.Header.Get(hdrEvent), Data: m.Data,
+		More: m.Header.Get(hdrMore) == "1"}
+	if kind == KindFinal {
+		var f Final
+		if err := json.Unmarshal(m.Data, &f); err != nil {
+			return Reply{}, errBadReply
+		}
+		rep.Final, rep.Data = &f, nil
+	}
+	return rep, nil
 }
 
 // Mux routes reply messages to the requests waiting for them, over ONE wildcard

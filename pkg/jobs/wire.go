@@ -1,10 +1,11 @@
 package jobs
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -37,30 +38,117 @@ type Job struct {
 	Reply string `json:"reply,omitempty"`
 }
 
-// Encode returns the job's wire form. HTML characters in the body are left as they are:
-// escaping them would make a body of code or markup up to six times larger.
+// The wire form of a job is binary: a version byte, flags, the two times, the short
+// fields, then the request body as it came, uncopied. JSON (the form before it, which
+// Decode still reads, so jobs queued by an older ingress still run) cost the worker a
+// reflective decode of the whole body on every delivery.
+//
+//	0x01 | flags | varint created_at (unix ns) | varint deadline (unix ns)
+//	     | uvarint-prefixed id, key_id, endpoint, model, reply | body
+const wireV1 = 0x01
+
+// Flag bits of the wire form.
+const (
+	flagStream = 1 << iota
+	flagWantUsageChunk
+	flagAsync
+	flagHoldsSlot
+)
+
+// Encode returns the job's wire form. The body is not copied into anything but the result.
 func (j *Job) Encode() ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(j); err != nil {
-		return nil, err
+	var flags byte
+	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot} {
+		if on {
+			flags |= 1 << bit
+		}
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	n := 2 + 2*binary.MaxVarintLen64 + len(j.ID) + len(j.KeyID) + len(j.Endpoint) + len(j.Model) + len(j.Reply) +
+		5*binary.MaxVarintLen64 + len(j.Body)
+	b := make([]byte, 0, n)
+	b = append(b, wireV1, flags)
+	b = binary.AppendVarint(b, unixNano(j.CreatedAt))
+	b = binary.AppendVarint(b, unixNano(j.Deadline))
+	for _, s := range [...]string{j.ID, j.KeyID, j.Endpoint, j.Model, j.Reply} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return append(b, j.Body...), nil
 }
 
 // ErrBadJob means a message is not a job this version can run.
 var ErrBadJob = errors.New("malformed job")
 
-// Decode parses a job message. It returns an error wrapping ErrBadJob if the message is not
-// valid JSON or lacks an id, key, endpoint or deadline.
+// Decode parses a job message, binary or (from an older ingress) JSON. It returns an error
+// wrapping ErrBadJob if the message is malformed, lacks an id, key, endpoint or deadline, or
+// carries a body that is not JSON. The job's body aliases data.
 func Decode(data []byte) (*Job, error) {
-	var j Job
-	if err := json.Unmarshal(data, &j); err != nil {
+	var j *Job
+	var err error
+	if len(data) > 0 && data[0] == wireV1 {
+		j, err = decodeV1(data)
+	} else {
+		j, err = decodeJSON(data)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadJob, err)
 	}
 	if j.ID == "" || j.KeyID == "" || j.Endpoint == "" || j.Deadline.IsZero() {
 		return nil, fmt.Errorf("%w: missing id, key, endpoint or deadline", ErrBadJob)
+	}
+	if !wireTime(j.CreatedAt) || !wireTime(j.Deadline) {
+		return nil, fmt.Errorf("%w: a time outside the years 1678–2262", ErrBadJob)
+	}
+	return j, nil
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// wireTime reports whether t survives the wire form: zero, or within int64 nanoseconds.
+func wireTime(t time.Time) bool {
+	return t.IsZero() || time.Unix(0, t.UnixNano()).Equal(t)
+}
+
+func decodeV1(data []byte) (*Job, error) {
+	r := wireReader{b: data[1:]}
+	flags := r.byte()
+	created, deadline := r.varint(), r.varint()
+	j := &Job{ID: r.string(), KeyID: r.string(), Endpoint: r.string(), Model: r.string(), Reply: r.string(),
+		Stream: flags&flagStream != 0, WantUsageChunk: flags&flagWantUsageChunk != 0, Async: flags&flagAsync != 0,
+		HoldsSlot: flags&flagHoldsSlot != 0}
+	switch {
+	case r.bad:
+		return nil, errors.New("truncated")
+	case flags>>4 != 0:
+		return nil, fmt.Errorf("unknown flags %#x", flags)
+	case len(r.b) > 0 && !json.Valid(r.b):
+		return nil, errors.New("body is not JSON")
+	}
+	if len(r.b) > 0 {
+		j.Body = r.b
+	}
+	if created != 0 {
+		j.CreatedAt = time.Unix(0, created).UTC()
+	}
+	if deadline != 0 {
+		j.Deadline = time.Unix(0, deadline).UTC()
+	}
+	return j, nil
+}
+
+func decodeJSON(data []byte) (*Job, error) {
+	var j Job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, err
+	}
+	if string(j.Body) == "null" {
+		j.Body = nil
 	}
 	return &j, nil
 }
@@ -97,4 +185,127 @@ type Usage struct {
 	PromptTokens     int64 `json:"prompt_tokens"`
 	CompletionTokens int64 `json:"completion_tokens"`
 	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// appendFinal appends f's wire form to b:
+//
+//	flags (usage, error) | uvarint status code | uvarint parts | float64 cost | job id | status
+//	[| varint prompt, completion, total tokens] [| error: uvarint status, retry after; message, type, param, code]
+//
+// with each string uvarint-prefixed.
+func appendFinal(b []byte, f *Final) []byte {
+	var flags byte
+	if f.Usage != nil {
+		flags |= 1
+	}
+	if f.Error != nil {
+		flags |= 2
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(max(f.StatusCode, 0)))
+	b = binary.AppendUvarint(b, uint64(max(f.Parts, 0)))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f.CostUSD))
+	b = appendString(b, f.JobID)
+	b = appendString(b, f.Status)
+	if u := f.Usage; u != nil {
+		b = binary.AppendVarint(b, u.PromptTokens)
+		b = binary.AppendVarint(b, u.CompletionTokens)
+		b = binary.AppendVarint(b, u.TotalTokens)
+	}
+	if e := f.Error; e != nil {
+		b = binary.AppendUvarint(b, uint64(max(e.Status, 0)))
+		b = binary.AppendUvarint(b, uint64(max(e.RetryAfter, 0)))
+		for _, s := range [...]string{e.Message, e.Type, e.Param, e.Code} {
+			b = appendString(b, s)
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// wireReader reads the fields of a binary form; the first failure sticks.
+type wireReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *wireReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) int() int {
+	v := r.uvarint()
+	if v > math.MaxInt32 {
+		r.bad = true
+		return 0
+	}
+	return int(v)
+}
+
+func (r *wireReader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) string() string {
+	l := r.uvarint()
+	if r.bad || l > uint64(len(r.b)) {
+		r.bad = true
+		return ""
+	}
+	s := string(r.b[:l])
+	r.b = r.b[l:]
+	return s
+}
+
+func (r *wireReader) byte() byte {
+	if len(r.b) == 0 {
+		r.bad = true
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *wireReader) float64() float64 {
+	if len(r.b) < 8 {
+		r.bad = true
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
+	r.b = r.b[8:]
+	return v
+}
+
+// decodeFinal reads what appendFinal wrote; it fails on anything else, trailing bytes included.
+func decodeFinal(b []byte) (*Final, error) {
+	r := wireReader{b: b}
+	flags := r.byte()
+	f := &Final{StatusCode: r.int(), Parts: r.int(), CostUSD: r.float64(), JobID: r.string(), Status: r.string()}
+	if flags&1 != 0 {
+		f.Usage = &Usage{PromptTokens: r.varint(), CompletionTokens: r.varint(), TotalTokens: r.varint()}
+	}
+	if flags&2 != 0 {
+		f.Error = &APIError{Status: r.int(), RetryAfter: r.int(), Message: r.string(), Type: r.string(),
+			Param: r.string(), Code: r.string()}
+	}
+	if r.bad || len(r.b) > 0 || flags&^3 != 0 {
+		return nil, errors.New("malformed final")
+	}
+	return f, nil
 }

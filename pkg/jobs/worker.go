@@ -367,7 +367,7 @@ func (w *Worker) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		err = retryStore(recordCtx, log, "start job", func(ctx context.Context) error {
 			var err error
 			row, started, err = w.rec.StartJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
-				Model: job.Model, Async: job.Async, Request: job.Body, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
+				Model: job.Model, Async: job.Async, Request: storedRequest(job), CreatedAt: job.CreatedAt, Deadline: job.Deadline,
 				Attempt: int(md.NumDelivered), HoldsSlot: job.HoldsSlot})
 			return err
 		})
@@ -421,6 +421,17 @@ func (w *Worker) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	w.finish(recordCtx, log, msg, job, rep, out)
 }
 
+// storedRequest is the request body a job's row keeps: an async job's, which is part of
+// the job its owner created (its row already has it), and not a sync call's. A sync
+// call's prompt is not needed to answer or replay it, so it is not kept (nor are streamed
+// answers); its answer is, for a replay after a lost reply.
+func storedRequest(job *Job) json.RawMessage {
+	if job.Async {
+		return job.Body
+	}
+	return nil
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -459,7 +470,7 @@ func (w *Worker) finish(ctx context.Context, log *slog.Logger, msg jetstream.Msg
 	}
 	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
 		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge,
-		Job: &store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Request: job.Body,
+		Job: &store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Request: storedRequest(job),
 			CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: attempt(msg), HoldsSlot: job.HoldsSlot}}
 	record := func() error {
 		return retryStore(ctx, log, "finish job", func(ctx context.Context) error {
@@ -546,13 +557,11 @@ func FinalFromJob(row *store.Job) *Final {
 func (w *Worker) reply(ctx context.Context, log *slog.Logger, msg jetstream.Msg, rep *replier, f *Final,
 	body json.RawMessage, stream, async bool,
 ) {
-	if !stream && len(body) > 0 {
-		if err := rep.body(body); err != nil {
-			log.WarnContext(ctx, "reply body", "err", err)
-		}
+	if stream {
+		body = nil
 	}
-	if err := rep.final(f); err != nil {
-		log.WarnContext(ctx, "reply final", "err", err)
+	if err := rep.finish(f, body); err != nil {
+		log.WarnContext(ctx, "reply", "err", err)
 	}
 	if async {
 		if b, err := json.Marshal(f); err == nil {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/secret"
 )
 
@@ -104,13 +105,11 @@ func (o *OpenAI) Do(ctx context.Context, req *Request, emit func(Event) error) (
 		if err != nil {
 			return nil, &Error{Provider: o.name, Err: readErr(err)}
 		}
-		var parsed struct {
-			Usage *Usage `json:"usage"`
-		}
-		if err := json.Unmarshal(b, &parsed); err != nil {
+		usage, err := answerUsage(b)
+		if err != nil {
 			return nil, &Error{Provider: o.name, Err: fmt.Errorf("%w: %v", ErrBadResponse, err)}
 		}
-		return &Result{StatusCode: status, Body: b, Usage: parsed.Usage}, nil
+		return &Result{StatusCode: status, Body: b, Usage: usage}, nil
 	})
 }
 
@@ -190,6 +189,32 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 			return res, &Error{Provider: o.name, Err: err}
 		}
 	}
+}
+
+// answerUsage checks that b is a JSON object and returns the usage at its top level, if
+// any. It decodes only the usage: the rest of the answer is forwarded as it is.
+func answerUsage(b []byte) (*Usage, error) {
+	if !json.Valid(b) {
+		var v any
+		return nil, json.Unmarshal(b, &v) // the decoder's error says where
+	}
+	var raw []byte
+	if err := jsonscan.Members(b, func(k, v []byte) bool {
+		if string(k) == "usage" {
+			raw = v // the last one wins, as with encoding/json
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	if jsonscan.IsNull(raw) {
+		return nil, nil
+	}
+	var u Usage
+	if err := json.Unmarshal(raw, &u); err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return &u, nil
 }
 
 // withIncludeUsage sets stream_options.include_usage, keeping the client's other options.

@@ -160,3 +160,54 @@ func BenchmarkCreateQueuedJob(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFinishJobsBatch measures settlement as the worker's settlers do it under load:
+// batches of new sync jobs (no row yet) in one statement each, from 2 callers at once (the
+// worker runs 2 settlers), spread over 4 keys. ns/op and jobs/s are per job.
+func BenchmarkFinishJobsBatch(b *testing.B) {
+	db := storetest.New(b)
+	if err := db.Store.SetPrice(context.Background(), store.Price{Model: "bench-model", InputPerMTok: 0.15,
+		OutputPerMTok: 0.6}); err != nil {
+		b.Fatal(err)
+	}
+	keys := benchKeys(b, db.Store, 4)
+	for _, size := range []int{1, 4, 8, 32} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ReportAllocs()
+			for range 2 {
+				wg.Go(func() {
+					batch := make([]store.Outcome, 0, size)
+					jobs := make([]store.NewJob, size)
+					for {
+						n := min(int64(size), int64(b.N)-(next.Add(int64(size))-int64(size)))
+						if n <= 0 {
+							return
+						}
+						batch = batch[:0]
+						for i := range int(n) {
+							jobs[i] = benchNewJob(keys[i%len(keys)])
+							batch = append(batch, store.Outcome{JobID: jobs[i].ID, Status: store.StatusSucceeded,
+								StatusCode: 200, Response: benchAnswer, Usage: &store.Usage{PromptTokens: 31,
+									CompletionTokens: 12}, Charge: true, Job: &jobs[i]})
+						}
+						fs, err := db.Store.FinishJobs(context.Background(), batch)
+						if err != nil {
+							b.Errorf("FinishJobs: %v", err)
+							return
+						}
+						for _, f := range fs {
+							if !f.Applied {
+								b.Errorf("FinishJobs: not applied")
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+		})
+	}
+}

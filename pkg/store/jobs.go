@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -227,17 +228,20 @@ const finishSQL = `WITH input AS (
 		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
 		ON CONFLICT (job_id) DO NOTHING
 		RETURNING job_id, key_id, cost_usd),
-	locked AS (
-		-- Lock the keys' rows in id order, so two batches touching the same keys cannot deadlock.
-		SELECT id FROM api_keys WHERE id IN (SELECT key_id FROM led) ORDER BY id FOR NO KEY UPDATE),
 	spend AS (
-		UPDATE api_keys k SET spent_usd = k.spent_usd + s.total
-		FROM (SELECT key_id, sum(cost_usd) AS total FROM led GROUP BY key_id) s
-		WHERE k.id = s.key_id AND k.id IN (SELECT id FROM locked) RETURNING 1)
+		-- One shard row per key (see migration 0006), in key order so that two batches on
+		-- the same shard take their row locks in the same order and cannot deadlock.
+		INSERT INTO key_spend AS ks (key_id, shard, spent_usd)
+		SELECT key_id, $19, sum(cost_usd) FROM led GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
+		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1)
 	SELECT fin.id, COALESCE(led.cost_usd::float8, 0) FROM fin LEFT JOIN led ON led.job_id = fin.id`
 
+// spendShards is how many rows a key's spend is spread over (migration 0006). Two batches
+// settling at once wait for each other only when they pick the same shard: 1 in 16.
+const spendShards = 16
+
 // FinishJobs is FinishJob for many jobs in one statement, so one round trip and one commit
-// (one fsync) settle them all, and each key's spend row is updated once. It is atomic: if
+// (one fsync) settle them all, and each key's spend is updated once (in one shard row). It is atomic: if
 // any outcome is rejected, nothing is written and the error is returned; callers then settle
 // the jobs one by one to isolate the bad one. The same job twice in one batch is such an error.
 func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error) {
@@ -246,17 +250,16 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		jobIDs, statuses, channels, keys, endpoints, models = make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n)
 		codes, attempts           = make([]int32, n), make([]int32, n)
-		responses, errs, requests = make([]*string, n), make([]*string, n), make([]*string, n)
+		responses, errs, requests = make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		pts, cts                  = make([]*int64, n), make([]*int64, n)
 		charges, estimated, slots = make([]bool, n), make([]bool, n), make([]bool, n)
 		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
 	)
-	text := func(b json.RawMessage) *string {
+	text := func(b json.RawMessage) []byte { // sent as text; nil is NULL
 		if len(b) == 0 {
 			return nil
 		}
-		v := string(b)
-		return &v
+		return b
 	}
 	for i := range os {
 		o := &os[i]
@@ -279,7 +282,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
-		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots)
+		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)))
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}

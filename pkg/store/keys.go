@@ -73,7 +73,7 @@ func HashKey(key string) []byte {
 	return h[:]
 }
 
-const keyColumns = `id, name, key_hint, budget_usd::float8, spent_usd::float8, models, rpm, max_concurrency,
+const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
 	expires_at, created_at, revoked_at`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in

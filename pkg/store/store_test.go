@@ -262,10 +262,10 @@ func TestFinishJobsBatchCreatesRowsOnce(t *testing.T) {
 	if want := 3 * 150.0 / 1e6; key.SpentUSD != want {
 		t.Errorf("spent %v, want %v (three jobs, charged once each)", key.SpentUSD, want)
 	}
-	// A batch with an outcome Postgres rejects (its key does not exist) fails whole.
+	// A batch with an outcome Postgres rejects (a status its check constraint refuses) fails whole.
 	bad := batch[0]
-	bad.JobID = ids.New("job")
-	bad.Job = &store.NewJob{ID: bad.JobID, KeyID: "key_missing", Endpoint: "/v1/chat/completions", Model: "m",
+	bad.JobID, bad.Status = ids.New("job"), "bogus"
+	bad.Job = &store.NewJob{ID: bad.JobID, KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m",
 		CreatedAt: now, Deadline: now.Add(time.Minute)}
 	if _, err := db.Store.FinishJobs(ctx, []store.Outcome{batch[1], bad}); !errors.Is(err, store.ErrPermanent) {
 		t.Errorf("batch with a bad outcome: err = %v, want ErrPermanent", err)

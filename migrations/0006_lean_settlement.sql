@@ -1,0 +1,25 @@
+-- Cheaper settlement (measured with BenchmarkFinishJobsBatch and make bench; see BENCHMARKS.md).
+--
+-- Every settled job inserted a jobs row and a ledger row, and each insert checked its
+-- foreign key to api_keys with a row lock (SELECT … FOR KEY SHARE) on the key's row — the
+-- row whose spend the same statement then updates. Keys are never deleted (a key is
+-- revoked, and its row stays), and a job's key id comes from an authenticated key, so the
+-- check could never fail; it only cost a lock per row. The other tables keep theirs.
+ALTER TABLE jobs DROP CONSTRAINT jobs_key_id_fkey;
+ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_key_id_fkey;
+
+-- A key's spend is kept in shards: settlement adds a batch's cost to one shard row, picked
+-- at random, instead of to the key's own row. Two settlers (in one worker or several)
+-- used to queue on that one row lock, each waiting for the other's commit; now they only
+-- meet when they pick the same shard. A key's spend is the sum of its shards (key_spent).
+CREATE TABLE key_spend (
+    key_id    text NOT NULL,
+    shard     smallint NOT NULL,
+    spent_usd numeric(20, 9) NOT NULL,
+    PRIMARY KEY (key_id, shard)
+);
+INSERT INTO key_spend (key_id, shard, spent_usd) SELECT id, 0, spent_usd FROM api_keys WHERE spent_usd <> 0;
+ALTER TABLE api_keys DROP COLUMN spent_usd;
+
+CREATE FUNCTION key_spent(key text) RETURNS numeric LANGUAGE sql STABLE AS
+    $$ SELECT COALESCE(sum(spent_usd), 0) FROM key_spend WHERE key_id = key $$;
