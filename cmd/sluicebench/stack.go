@@ -258,7 +258,7 @@ type stack struct {
 
 func (s *stack) env() map[string]string {
 	return map[string]string{"DATABASE_URL": s.dbURL, "NATS_URL": s.natsURL, "SLUICE_ENCRYPTION_KEY": s.encKey,
-		"LOG_LEVEL": "warn", "SHUTDOWN_GRACE": "5s", "GOGC": os.Getenv("BENCH_GOGC")}
+		"LOG_LEVEL": "warn", "SHUTDOWN_GRACE": "5s"}
 }
 
 // startBase starts what the whole run shares: NATS, the two fake upstreams, and migrations.
