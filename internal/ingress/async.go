@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -27,6 +28,44 @@ type submission struct {
 	model    string
 }
 
+// parseSubmission reads a POST /v1/jobs body: its members by their exact names (the last of
+// a repeated one), each decoded on its own; the request body is kept as it came.
+func parseSubmission(raw []byte) (submission, error) {
+	var sub submission
+	if !json.Valid(raw) {
+		var v any
+		return sub, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(json.Unmarshal(raw, &v)))
+	}
+	var bad string
+	err := jsonscan.Members(raw, func(k, v []byte) bool {
+		var dst any
+		switch string(k) {
+		case "body":
+			sub.Body = v
+		case "endpoint":
+			dst = &sub.Endpoint
+		case "metadata":
+			dst = &sub.Metadata
+		case "webhook":
+			dst = &sub.Webhook
+		case "timeout_s":
+			dst = &sub.TimeoutS
+		}
+		if dst != nil && json.Unmarshal(v, dst) != nil {
+			bad = string(k)
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return sub, badRequest("", "The body must be a JSON object.")
+	case bad != "":
+		return sub, badRequest(bad, fmt.Sprintf("'%s' has the wrong type.", bad))
+	}
+	return sub, nil
+}
+
 var asyncEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true,
 	jobs.EndpointEmbeddings: true, jobs.EndpointMessages: true}
 
@@ -42,9 +81,9 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var sub submission
-	if err := json.Unmarshal(raw, &sub); err != nil {
-		s.writeError(w, r, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(err)))
+	sub, err := parseSubmission(raw)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	if !asyncEndpoints[sub.Endpoint] {
@@ -120,10 +159,16 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		row     store.Job
 		created = true
 		err     error
+		pubErr  error
 	)
 	if idem != "" {
 		row, created, err = s.store.CreateQueuedJob(r.Context(), nj, idem)
-	} else if err = s.queue.create(r.Context(), nj); err == nil {
+		if err == nil && created {
+			_, pubErr = s.pub.Publish(r.Context(), job)
+		}
+	} else {
+		res := s.queue.create(r.Context(), nj, job)
+		err, pubErr = res.dbErr, res.pubErr
 		row = store.QueuedJob(&nj)
 	}
 	if err != nil {
@@ -138,7 +183,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		writeJSON(w, http.StatusOK, jobObject(&row))
 		return
 	}
-	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+	if err := pubErr; err != nil {
 		// Not accepted: end the row now so it never reads queued forever.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		defer cancel()
@@ -297,4 +342,4 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // jobObject renders a job as API.md's job object (shared with webhook bodies).
-func jobObject(j *store.Job) map[string]any { return jobs.Object(j) }
+func jobObject(j *store.Job) *jobs.JobObject { return jobs.Object(j) }

@@ -4,21 +4,31 @@ import (
 	"context"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// queuer inserts async jobs in batches: whatever submissions are waiting when an insert
-// starts go in one statement, so under load one commit stores many jobs, and at low load a
-// submission waits for nothing but its own insert. Each submission still waits until its
-// row is committed, so a job reads "queued" from any process once its 202 is sent.
+// queuer stores and publishes async jobs in batches: whatever submissions are waiting when
+// a batch starts go in one insert, and then onto the stream together (all sent, then all
+// acks awaited), so under load one commit and about one NATS round trip accept many jobs,
+// and at low load a submission waits for nothing but its own. Each submission still waits
+// until its row is committed and its message stored, so a job reads "queued" from any
+// process once its 202 is sent, and no 202 is sent for a job the stream does not hold.
 type queuer struct {
-	st *store.Store
-	in chan queueReq
+	st  *store.Store
+	pub *jobs.Publisher
+	in  chan queueReq
 }
 
 type queueReq struct {
 	j    store.NewJob
-	done chan error // buffered 1
+	job  *jobs.Job
+	done chan queueRes // buffered 1
+}
+
+// queueRes is how one submission fared: not stored (dbErr), or stored but not published.
+type queueRes struct {
+	dbErr, pubErr error
 }
 
 const (
@@ -26,13 +36,13 @@ const (
 	queuers       = 2 // inserts in flight at once: while one commits, the next batch fills
 )
 
-// create stores j as queued, batched with other submissions.
-func (q *queuer) create(ctx context.Context, j store.NewJob) error {
-	done := make(chan error, 1)
+// create stores j as queued and publishes job, batched with other submissions.
+func (q *queuer) create(ctx context.Context, j store.NewJob, job *jobs.Job) queueRes {
+	done := make(chan queueRes, 1)
 	select {
-	case q.in <- queueReq{j: j, done: done}:
+	case q.in <- queueReq{j: j, job: job, done: done}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return queueRes{dbErr: ctx.Err()}
 	}
 	return <-done // the queuer always answers
 }
@@ -63,16 +73,29 @@ func (q *queuer) run(ctx context.Context) {
 			js = append(js, r.j)
 		}
 		ictx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := q.st.CreateQueuedJobs(ictx, js)
-		if err != nil && len(batch) > 1 {
-			for _, r := range batch { // isolate a bad submission
-				r.done <- q.st.CreateQueuedJobs(ictx, []store.NewJob{r.j})
-			}
-		} else {
-			for _, r := range batch {
-				r.done <- err
+		res := make([]queueRes, len(batch))
+		if err := q.st.CreateQueuedJobs(ictx, js); err != nil {
+			for i, r := range batch {
+				if len(batch) == 1 {
+					res[i].dbErr = err
+				} else { // isolate a bad submission
+					res[i].dbErr = q.st.CreateQueuedJobs(ictx, []store.NewJob{r.j})
+				}
 			}
 		}
 		cancel()
+		stored := make([]*jobs.Job, 0, len(batch))
+		for i, r := range batch {
+			if res[i].dbErr == nil {
+				stored = append(stored, r.job)
+			}
+		}
+		errs := q.pub.PublishAll(context.Background(), stored)
+		for i, r := range batch {
+			if res[i].dbErr == nil {
+				res[i].pubErr, errs = errs[0], errs[1:]
+			}
+			r.done <- res[i]
+		}
 	}
 }

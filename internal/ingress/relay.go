@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -66,51 +67,90 @@ func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, erro
 	}
 	// The body is forwarded untouched, so read its fields by their exact names, as the
 	// upstream will. (A struct would match them case-insensitively: {"streAm":true} would
-	// be validated as a stream here and sent upstream as none.)
-	var req map[string]json.RawMessage
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(err))
+	// be validated as a stream here and sent upstream as none.) Only the members checked
+	// here are looked at; the rest are not decoded. A repeated member counts as its last
+	// occurrence, as in encoding/json and the upstreams' JSON parsers.
+	if !json.Valid(body) {
+		var v any
+		return nil, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(json.Unmarshal(body, &v)))
 	}
+	var req struct{ model, stream, streamOptions, messages, maxTokens, prompt, input []byte }
+	_ = jsonscan.Members(body, func(k, v []byte) bool { // an object: checked above
+		switch string(k) {
+		case "model":
+			req.model = v
+		case "stream":
+			req.stream = v
+		case "stream_options":
+			req.streamOptions = v
+		case "messages":
+			req.messages = v
+		case "max_tokens":
+			req.maxTokens = v
+		case "prompt":
+			req.prompt = v
+		case "input":
+			req.input = v
+		}
+		return true
+	})
 	p := &parsed{body: body}
-	if err := json.Unmarshal(req["model"], &p.model); err != nil || strings.TrimSpace(p.model) == "" {
+	if err := json.Unmarshal(req.model, &p.model); err != nil || strings.TrimSpace(p.model) == "" {
 		return nil, badRequest("model", "'model' is required and must be a non-empty string.")
 	}
-	if !optionalJSON(req["stream"], &p.stream) {
+	if !optionalJSON(req.stream, &p.stream) {
 		return nil, badRequest("stream", "'stream' must be a boolean.")
 	}
 	if p.stream && !allowStream {
 		return nil, badRequest("stream", "'stream' must be absent or false here.")
 	}
-	var opts map[string]json.RawMessage
-	if !optionalJSON(req["stream_options"], &opts) || !optionalJSON(opts["include_usage"], &p.wantUsage) {
-		return nil, badRequest("stream_options", "'stream_options' must be an object with a boolean 'include_usage'.")
+	if !jsonscan.IsNull(req.streamOptions) {
+		var include []byte
+		_ = jsonscan.Members(req.streamOptions, func(k, v []byte) bool {
+			if string(k) == "include_usage" {
+				include = v
+			}
+			return true
+		})
+		if req.streamOptions[0] != '{' || !optionalJSON(include, &p.wantUsage) {
+			return nil, badRequest("stream_options", "'stream_options' must be an object with a boolean 'include_usage'.")
+		}
 	}
 	switch endpoint {
 	case jobs.EndpointChat, jobs.EndpointMessages:
-		var msgs []json.RawMessage
-		if err := json.Unmarshal(req["messages"], &msgs); err != nil || len(msgs) == 0 {
+		n, bad := 0, -1
+		if len(req.messages) == 0 || req.messages[0] != '[' {
 			return nil, badRequest("messages", "'messages' is required and must be a non-empty array.")
 		}
-		for i, m := range msgs {
-			if len(m) == 0 || m[0] != '{' {
-				return nil, badRequest(fmt.Sprintf("messages[%d]", i), "Each message must be an object.")
+		_ = jsonscan.Elements(req.messages, func(m []byte) bool {
+			if m[0] != '{' {
+				bad = n
+				return false
 			}
+			n++
+			return true
+		})
+		if bad >= 0 {
+			return nil, badRequest(fmt.Sprintf("messages[%d]", bad), "Each message must be an object.")
+		}
+		if n == 0 {
+			return nil, badRequest("messages", "'messages' is required and must be a non-empty array.")
 		}
 		if endpoint == jobs.EndpointMessages {
 			var n int
-			if err := json.Unmarshal(req["max_tokens"], &n); err != nil || n < 1 {
+			if err := json.Unmarshal(req.maxTokens, &n); err != nil || n < 1 {
 				return nil, badRequest("max_tokens", "'max_tokens' is required and must be a positive integer.")
 			}
 		}
 	case jobs.EndpointCompletions:
-		if len(req["prompt"]) == 0 || string(req["prompt"]) == "null" {
+		if jsonscan.IsNull(req.prompt) {
 			return nil, badRequest("prompt", "'prompt' is required.")
 		}
 	case jobs.EndpointEmbeddings:
 		if p.stream {
 			return nil, badRequest("stream", "Embeddings cannot be streamed.")
 		}
-		if len(req["input"]) == 0 || string(req["input"]) == "null" {
+		if jsonscan.IsNull(req.input) {
 			return nil, badRequest("input", "'input' is required.")
 		}
 	default:

@@ -89,9 +89,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if maxBody < cfg.MaxBodyBytes {
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
-	s := &Server{cfg: cfg, store: st, nc: nc, pub: jobs.NewPublisher(nc, js, 5*time.Second), mux: mux, router: router,
+	pub := jobs.NewPublisher(nc, js, 5*time.Second)
+	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: &queuer{st: st, in: make(chan queueReq)}}
+		maxBody: maxBody, done: done, queue: &queuer{st: st, pub: pub, in: make(chan queueReq)}}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	h := http.NewServeMux()

@@ -172,3 +172,41 @@ func unquote(q []byte) ([]byte, error) {
 	}
 	return []byte(s), nil
 }
+
+// Elements calls fn with each element of the JSON array b, in order, until fn returns false.
+// Like Members, it expects valid JSON and returns ErrNotArray for any other valid value.
+func Elements(b []byte, fn func(value []byte) bool) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return ErrNotArray
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return nil
+	}
+	for i < len(b) {
+		end := skipValue(b, i)
+		if end < 0 {
+			return errSyntax
+		}
+		if !fn(b[i:end]) {
+			return nil
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return errSyntax
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case ']':
+			return nil
+		default:
+			return errSyntax
+		}
+	}
+	return errSyntax
+}
+
+// ErrNotArray means the input is valid JSON but not an array.
+var ErrNotArray = errors.New("jsonscan: not a JSON array")

@@ -127,3 +127,57 @@ func FuzzMembers(f *testing.F) {
 		}
 	})
 }
+
+func TestElements(t *testing.T) {
+	var got []string
+	err := Elements([]byte(` [ {"a":"]"} , 1,"x", [2,[3]] ,null] `), func(v []byte) bool {
+		got = append(got, string(v))
+		return true
+	})
+	want := []string{`{"a":"]"}`, `1`, `"x"`, `[2,[3]]`, `null`}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("got %q, %v; want %q", got, err, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("element %d = %s, want %s", i, got[i], want[i])
+		}
+	}
+	n := 0
+	if err := Elements([]byte(`[]`), func([]byte) bool { n++; return true }); err != nil || n != 0 {
+		t.Errorf("[]: %d calls, %v", n, err)
+	}
+	if err := Elements([]byte(`{}`), func([]byte) bool { return true }); !errors.Is(err, ErrNotArray) {
+		t.Errorf("{}: %v, want ErrNotArray", err)
+	}
+}
+
+// FuzzElements checks Elements against encoding/json on every valid array.
+func FuzzElements(f *testing.F) {
+	for _, s := range []string{`[]`, `[1]`, `[{"a":[1,"]"]},"\"",null]`, `[ 1 , 2 ]`, `{}`, `[1,]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return // Elements expects valid JSON
+		}
+		var ref []json.RawMessage
+		refErr := json.Unmarshal(b, &ref)
+		var got [][]byte
+		err := Elements(b, func(v []byte) bool { got = append(got, v); return true })
+		if refErr != nil || ref == nil {
+			if err == nil {
+				t.Fatalf("%q: accepted a non-array", b)
+			}
+			return
+		}
+		if err != nil || len(got) != len(ref) {
+			t.Fatalf("%q: %d elements (%v), encoding/json has %d", b, len(got), err, len(ref))
+		}
+		for i := range ref {
+			if !bytes.Equal(bytes.TrimSpace(ref[i]), got[i]) {
+				t.Fatalf("%q: element %d = %s, encoding/json has %s", b, i, got[i], ref[i])
+			}
+		}
+	})
+}

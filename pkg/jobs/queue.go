@@ -143,29 +143,81 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 	if !p.nc.IsConnected() {
 		return false, ErrUnavailable
 	}
-	data, err := j.Encode()
+	msg, err := p.message(j)
 	if err != nil {
-		return false, fmt.Errorf("encode job %s: %w", j.ID, err)
-	}
-	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
-		return false, ErrTooLarge
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: jobSubject, Data: data}, jetstream.WithMsgID(j.ID))
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(j.ID))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		// The server answers a full discard-new stream with 503 / err_code 10077
-		// ("maximum messages exceeded"); nats.go has no named constant for it.
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503) {
-			return false, fmt.Errorf("%w: %v", ErrQueueFull, err)
-		}
-		if errors.Is(err, nats.ErrMaxPayload) {
-			return false, ErrTooLarge
-		}
-		return false, fmt.Errorf("%w: publish job %s: %v", ErrUnavailable, j.ID, err)
+		return false, publishErr(j, err)
 	}
 	return ack.Duplicate, nil
+}
+
+// PublishAll is Publish for many jobs at once: it sends them all and then waits for their
+// acks, so a batch costs about one round trip rather than one each. errs[i] is job i's
+// result; a job is accepted once its error is nil.
+func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
+	errs = make([]error, len(js))
+	if !p.nc.IsConnected() {
+		for i := range errs {
+			errs[i] = ErrUnavailable
+		}
+		return errs
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, len(js))
+	for i, j := range js {
+		msg, err := p.message(j)
+		if err == nil {
+			futures[i], err = p.js.PublishMsgAsync(msg, jetstream.WithMsgID(j.ID))
+		}
+		if err != nil {
+			errs[i] = publishErr(j, err)
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = publishErr(js[i], err)
+		case <-ctx.Done():
+			errs[i] = publishErr(js[i], ctx.Err())
+		}
+	}
+	return errs
+}
+
+// message is j's stream message, or ErrTooLarge.
+func (p *Publisher) message(j *Job) (*nats.Msg, error) {
+	data, err := j.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
+		return nil, ErrTooLarge
+	}
+	return &nats.Msg{Subject: jobSubject, Data: data}, nil
+}
+
+// publishErr classifies a failed publish of j.
+func publishErr(j *Job, err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	// The server answers a full discard-new stream with 503 / err_code 10077
+	// ("maximum messages exceeded"); nats.go has no named constant for it.
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503):
+		return fmt.Errorf("%w: %v", ErrQueueFull, err)
+	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, ErrTooLarge):
+		return ErrTooLarge
+	}
+	return fmt.Errorf("%w: publish job %s: %v", ErrUnavailable, j.ID, err)
 }
 
 // CancelJob asks whichever worker runs job id to abort it, for reason CancelUser or
