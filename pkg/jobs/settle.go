@@ -2,89 +2,88 @@ package jobs
 
 import (
 	"context"
-	"log/slog"
 	"time"
-
-	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// settler writes job outcomes to Postgres in batches: whatever outcomes are waiting when a
-// write starts go together in one transaction, so under load one commit settles many jobs
-// and at low load a job waits for nothing but its own write. Each caller still blocks until
-// its own outcome is durable, so "recorded before reply and ack" holds per job.
-type settler struct {
-	rec Recorder
-	log *slog.Logger
-	in  chan settleReq
+// batcher writes to Postgres in batches: whatever requests are waiting when a write starts
+// go together in one statement and one commit, so under load one commit serves many jobs,
+// and at low load a request waits for nothing but its own write. Each caller still blocks
+// until its own write is durable, so "recorded before reply and ack" holds per job. The
+// worker runs one for job outcomes (FinishJobs) and one for job starts (StartJobs).
+type batcher[I, O any] struct {
+	write func(ctx context.Context, in []I) ([]O, error) // all or nothing, one O per I
+	in    chan batchReq[I, O]
 }
 
-type settleReq struct {
+type batchReq[I, O any] struct {
 	ctx  context.Context
-	o    store.Outcome
-	done chan settleRes // buffered 1
+	in   I
+	done chan batchRes[O] // buffered 1
 }
 
-type settleRes struct {
-	f   store.Finished
+type batchRes[O any] struct {
+	out O
 	err error
 }
 
-// maxSettleBatch caps one transaction.
-const maxSettleBatch = 128
+// maxBatch caps one transaction.
+const maxBatch = 128
 
-func newSettler(rec Recorder, log *slog.Logger) *settler {
-	return &settler{rec: rec, log: log, in: make(chan settleReq)}
+func newBatcher[I, O any](write func(context.Context, []I) ([]O, error)) *batcher[I, O] {
+	return &batcher[I, O]{write: write, in: make(chan batchReq[I, O])}
 }
 
-// finish hands o to the settler and waits for it to be written.
-func (s *settler) finish(ctx context.Context, o store.Outcome) (store.Finished, error) {
-	done := make(chan settleRes, 1)
+// do hands in to a writer and waits for it to be written.
+func (b *batcher[I, O]) do(ctx context.Context, in I) (O, error) {
+	done := make(chan batchRes[O], 1)
 	select {
-	case s.in <- settleReq{ctx: ctx, o: o, done: done}:
+	case b.in <- batchReq[I, O]{ctx: ctx, in: in, done: done}:
 	case <-ctx.Done():
-		return store.Finished{}, ctx.Err()
+		var zero O
+		return zero, ctx.Err()
 	}
-	r := <-done // the settler always answers
-	return r.f, r.err
+	r := <-done // the writer always answers
+	return r.out, r.err
 }
 
-// run settles until ctx is done. The worker stops it only after every job has returned.
-func (s *settler) run(ctx context.Context) {
-	batch := make([]settleReq, 0, maxSettleBatch)
-	outcomes := make([]store.Outcome, 0, maxSettleBatch)
+// run writes batches until ctx is done. The worker stops it only after every job has
+// returned. Several may run at once: while one commits, the next batch fills.
+func (b *batcher[I, O]) run(ctx context.Context) {
+	batch := make([]batchReq[I, O], 0, maxBatch)
+	ins := make([]I, 0, maxBatch)
 	for {
-		batch, outcomes = batch[:0], outcomes[:0]
+		batch, ins = batch[:0], ins[:0]
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-s.in:
+		case r := <-b.in:
 			batch = append(batch, r)
 		}
 	more:
-		for len(batch) < maxSettleBatch {
+		for len(batch) < maxBatch {
 			select {
-			case r := <-s.in:
+			case r := <-b.in:
 				batch = append(batch, r)
 			default:
 				break more
 			}
 		}
 		for _, r := range batch {
-			outcomes = append(outcomes, r.o)
+			ins = append(ins, r.in)
 		}
 		// The batch is written under its own timeout: the waiters' contexts bound how long
 		// they retry, not a write already under way.
 		wctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		fs, err := s.rec.FinishJobs(wctx, outcomes)
+		outs, err := b.write(wctx, ins)
 		if err != nil && len(batch) > 1 {
-			// One bad outcome aborts the batch: settle one by one so only it fails.
+			// One bad request aborts the batch: write one by one so only it fails.
 			for _, r := range batch {
-				f, err := s.rec.FinishJobs(wctx, []store.Outcome{r.o})
-				var one store.Finished
+				out, err := b.write(wctx, []I{r.in})
+				var one O
 				if err == nil {
-					one = f[0]
+					one = out[0]
 				}
-				r.done <- settleRes{f: one, err: err}
+				r.done <- batchRes[O]{out: one, err: err}
 			}
 			cancel()
 			continue
@@ -92,10 +91,10 @@ func (s *settler) run(ctx context.Context) {
 		cancel()
 		for i, r := range batch {
 			if err != nil {
-				r.done <- settleRes{err: err}
+				r.done <- batchRes[O]{err: err}
 				continue
 			}
-			r.done <- settleRes{f: fs[i]}
+			r.done <- batchRes[O]{out: outs[i]}
 		}
 	}
 }

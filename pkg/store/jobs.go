@@ -126,28 +126,88 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 // recorded, or a cancel while it was queued) it changes nothing and returns the finished job
 // with started=false, so the caller can replay its answer instead of calling upstream again.
 func (s *Store) StartJob(ctx context.Context, j NewJob) (job Job, started bool, err error) {
-	rows, err := s.pool.Query(ctx, `INSERT INTO jobs
+	st, err := s.StartJobs(ctx, []NewJob{j})
+	if err != nil {
+		return Job{}, false, err
+	}
+	return st[0].Job, st[0].Started, nil
+}
+
+// Started is what StartJobs did with one job: its row, and whether it was started (false:
+// it had already ended, and the row is the finished job).
+type Started struct {
+	Job     Job
+	Started bool
+}
+
+// startSQL is StartJob for a batch of jobs, given as arrays.
+const startSQL = `INSERT INTO jobs AS j
 		(id, key_id, endpoint, model, async, status, attempts, request, metadata, webhook_url, created_at, started_at, deadline,
 			holds_slot)
-		VALUES ($1, $2, $3, $4, $5, 'running', GREATEST($11::int, 1), $6, $7, $8, $9, now(), $10, $12)
-		ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(jobs.attempts + 1, $11::int),
-			started_at = COALESCE(jobs.started_at, now())
-		WHERE jobs.finished_at IS NULL
-		RETURNING `+jobColumns,
-		j.ID, j.KeyID, j.Endpoint, j.Model, j.Async, nilIfEmptyJSON(j.Request), j.Metadata, nilIfEmpty(j.WebhookURL),
-		j.CreatedAt, j.Deadline, j.Attempt, j.HoldsSlot)
+	SELECT id, key_id, endpoint, model, async, 'running', GREATEST(attempt, 1), request::json, metadata::jsonb,
+		NULLIF(webhook_url, ''), created_at, now(), deadline, holds_slot
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[],
+		$9::timestamptz[], $10::timestamptz[], $11::int[], $12::bool[])
+		AS t(id, key_id, endpoint, model, async, request, metadata, webhook_url, created_at, deadline, attempt, holds_slot)
+	ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(j.attempts + 1, EXCLUDED.attempts),
+		started_at = COALESCE(j.started_at, now())
+	WHERE j.finished_at IS NULL
+	RETURNING ` + jobColumns
+
+// StartJobs is StartJob for many jobs in one statement and one commit. It is atomic: if any
+// job is rejected, nothing is written and the error is returned (the same job twice in one
+// batch is such an error). The results are in the order of js.
+func (s *Store) StartJobs(ctx context.Context, js []NewJob) ([]Started, error) {
+	n := len(js)
+	var (
+		ids, keys, endpoints, models, webhooks = make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n)
+		requests, metadata = make([][]byte, n), make([][]byte, n)
+		async, slots       = make([]bool, n), make([]bool, n)
+		created, deadlines = make([]time.Time, n), make([]time.Time, n)
+		attempts           = make([]int32, n)
+	)
+	for i := range js {
+		j := &js[i]
+		ids[i], keys[i], endpoints[i], models[i], webhooks[i] = j.ID, j.KeyID, j.Endpoint, j.Model, j.WebhookURL
+		if len(j.Request) > 0 {
+			requests[i] = j.Request
+		}
+		if j.Metadata != nil {
+			b, err := json.Marshal(j.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("start job %s: %w", j.ID, err)
+			}
+			metadata[i] = b
+		}
+		async[i], slots[i], created[i], deadlines[i], attempts[i] = j.Async, j.HoldsSlot, j.CreatedAt, j.Deadline, int32(j.Attempt)
+	}
+	rows, err := s.pool.Query(ctx, startSQL, ids, keys, endpoints, models, async, requests, metadata, webhooks,
+		created, deadlines, attempts, slots)
 	if err != nil {
-		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
+		return nil, fmt.Errorf("start %d jobs: %w", n, classify(err))
 	}
-	job, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Job])
-	if errors.Is(err, pgx.ErrNoRows) {
-		job, err = s.jobByID(ctx, j.ID)
-		return job, false, err
-	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Job])
 	if err != nil {
-		return Job{}, false, fmt.Errorf("start job %s: %w", j.ID, classify(err))
+		return nil, fmt.Errorf("start %d jobs: %w", n, classify(err))
 	}
-	return job, true, nil
+	byID := make(map[string]*Job, len(got))
+	for i := range got {
+		byID[got[i].ID] = &got[i]
+	}
+	out := make([]Started, n)
+	for i, id := range ids {
+		if row := byID[id]; row != nil {
+			out[i] = Started{Job: *row, Started: true}
+			continue
+		}
+		row, err := s.jobByID(ctx, id) // already ended: nothing was changed
+		if err != nil {
+			return nil, fmt.Errorf("start job %s: %w", id, classify(err))
+		}
+		out[i] = Started{Job: row}
+	}
+	return out, nil
 }
 
 // Usage is the token count of one job.

@@ -307,3 +307,62 @@ func TestCreateQueuedJobsMatchesQueuedJob(t *testing.T) {
 		t.Errorf("the other job of a failed batch was stored: %v", err)
 	}
 }
+
+// TestStartJobsBatch: one statement starts queued async jobs and inserts unseen sync jobs,
+// counts attempts, leaves a finished job as it is (started=false), and keeps metadata.
+func TestStartJobsBatch(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	now := time.Now()
+	job := func(async bool) store.NewJob {
+		return store.NewJob{ID: ids.New("job"), KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m", Async: async,
+			Request: json.RawMessage(`{"model":"m"}`), Metadata: map[string]string{"customer": "42"},
+			CreatedAt: now, Deadline: now.Add(time.Minute), Attempt: 1}
+	}
+	queued, done, fresh := job(true), job(true), job(false)
+	for _, j := range []store.NewJob{queued, done} {
+		if err := db.Store.CreateQueuedJobs(ctx, []store.NewJob{j}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: done.ID, Status: store.StatusCanceled, StatusCode: 499,
+		Error: json.RawMessage(`{"message":"x","type":"canceled"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Store.StartJobs(ctx, []store.NewJob{queued, done, fresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 3 {
+		t.Fatalf("%d results, want 3", len(st))
+	}
+	for i, want := range []struct {
+		id      string
+		started bool
+		status  string
+	}{{queued.ID, true, store.StatusRunning}, {done.ID, false, store.StatusCanceled}, {fresh.ID, true, store.StatusRunning}} {
+		got := st[i]
+		if got.Job.ID != want.id || got.Started != want.started || got.Job.Status != want.status {
+			t.Errorf("result %d: id %s started %v status %s; want %s %v %s", i, got.Job.ID, got.Started, got.Job.Status,
+				want.id, want.started, want.status)
+		}
+	}
+	if st[0].Job.Attempts != 1 || st[0].Job.StartedAt == nil || st[0].Job.Metadata["customer"] != "42" {
+		t.Errorf("queued job after start: attempts %d started_at %v metadata %v", st[0].Job.Attempts, st[0].Job.StartedAt,
+			st[0].Job.Metadata)
+	}
+	if st[2].Job.Metadata["customer"] != "42" || st[2].Job.Async {
+		t.Errorf("inserted sync job: metadata %v async %v", st[2].Job.Metadata, st[2].Job.Async)
+	}
+	// A redelivery counts the attempt; the same job twice in one batch fails the batch whole.
+	again := queued
+	again.Attempt = 2
+	if st, err := db.Store.StartJobs(ctx, []store.NewJob{again}); err != nil || !st[0].Started || st[0].Job.Attempts != 2 {
+		t.Errorf("redelivery: %+v, %v; want started with attempts 2", st, err)
+	}
+	if _, err := db.Store.StartJobs(ctx, []store.NewJob{fresh, fresh}); err == nil {
+		t.Error("the same job twice in one batch was accepted")
+	}
+}
