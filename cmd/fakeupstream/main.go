@@ -105,7 +105,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// HTTP/1 and, for clients that ask for it by prior knowledge, HTTP/2 without TLS (h2c).
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
+		Protocols:         protocols,
 		Handler:           logRequests(log, up),
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnState:         up.ConnState,

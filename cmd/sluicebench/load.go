@@ -37,6 +37,7 @@ type load struct {
 	warmup time.Duration
 	dur    time.Duration
 	count  int64
+	h2c    bool // HTTP/2 without TLS instead of HTTP/1.1
 	// onMeasure, if set, is called when the measured window opens and closes (for CPU samples).
 	onMeasure func(open bool)
 }
@@ -63,21 +64,26 @@ const (
 
 // newClient returns a keep-alive client for conc goroutines against one host: at most conc
 // connections are kept idle, so none is closed and reopened between requests.
-func newClient(conc int) *http.Client {
-	return &http.Client{Transport: &http.Transport{
+func newClient(conc int, h2c bool) *http.Client {
+	t := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        conc,
 		MaxIdleConnsPerHost: conc,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
-	}}
+	}
+	if h2c { // every request on one connection, as HTTP/2 clients do
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return &http.Client{Transport: t}
 }
 
 // run performs the load and returns what it measured. It returns early, with what it has,
 // when ctx ends.
 func (l *load) run(ctx context.Context) loadResult {
-	client := newClient(l.conc)
+	client := newClient(l.conc, l.h2c)
 	defer client.CloseIdleConnections()
 	var (
 		phase    atomic.Int32

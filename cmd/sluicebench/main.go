@@ -65,6 +65,7 @@ type config struct {
 	dbURL            string
 	keep             bool
 	pprof            bool
+	h2c              bool
 	timeout          time.Duration
 }
 
@@ -94,6 +95,8 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.StringVar(&c.dbName, "db", "sluice_bench", "bench database, emptied at start (its name must contain \"bench\")")
 	fs.StringVar(&c.dbURL, "database-url", "", "Postgres URL of the bench database (default: from scripts/ensure-postgres.sh)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, logs, NATS store)")
+	fs.BoolVar(&c.h2c, "h2c", false, "HTTP/2 without TLS (h2c) from the load generator to the ingress (INGRESS_H2C=true) "+
+		"and the fake upstream, and from the worker to upstreams (UPSTREAM_H2C=true), instead of HTTP/1.1")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve pprof from the ingress on 127.0.0.1:6061 and the worker on :6062")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
@@ -194,7 +197,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		}
 	}
 	rep := &report{Config: reportConfig{Duration: cfg.duration.String(), Warmup: cfg.warmup.String(),
-		WorkerConcurrency: cfg.workerConc, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
+		WorkerConcurrency: cfg.workerConc, H2C: cfg.h2c, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
 		Go: runtime.Version(), LoadBefore: loadavg()}
 	wholeBusy, wholeSteal, wholeTotal, _ := systemCPU()

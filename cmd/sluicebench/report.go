@@ -32,6 +32,7 @@ type reportConfig struct {
 	Duration          string `json:"duration"`
 	Warmup            string `json:"warmup"`
 	WorkerConcurrency int    `json:"worker_concurrency"`
+	H2C               bool   `json:"h2c"`
 	StreamChunks      int    `json:"stream_chunks"`
 	Started           string `json:"started"`
 }
@@ -166,8 +167,8 @@ func (r *report) markdown(w io.Writer) {
 		{"machine CPU busy over the run", fmt.Sprintf("%.2f of %d cores (hypervisor steal %.2f)", r.MachineBusy, m.CPUs,
 			r.MachineSteal)},
 		{"other processes during measured windows", fmt.Sprintf("%.2f cores on average, %.2f at most", r.OtherAvg, r.OtherMax)},
-		{"settings", fmt.Sprintf("%s per point after %s warm-up; WORKER_CONCURRENCY=%d; LOG_LEVEL=warn; SHUTDOWN_GRACE=5s; other settings default",
-			r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency)},
+		{"settings", fmt.Sprintf("%s per point after %s warm-up; WORKER_CONCURRENCY=%d; LOG_LEVEL=warn; SHUTDOWN_GRACE=5s; "+
+			"other settings default; %s", r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency, protocolNote(r.Config.H2C))},
 	})
 	if r.OtherMax > 0.25 {
 		fmt.Fprintf(w, "**Other work was running on the machine** (up to %.2f of %d cores during a measured window): "+
@@ -318,4 +319,12 @@ func perReq(cores, rate float64) string {
 func cpuLine(c cpuShare) string {
 	return fmt.Sprintf("ingress %.2f, worker %.2f, nats %.2f, postgres %.2f, load generator %.2f, other %.2f, steal %.2f",
 		c.Cores["ingress"], c.Cores["worker"], c.Cores["nats"], c.Cores["postgres"], c.Cores["loadgen"], c.Other, c.Steal)
+}
+
+func protocolNote(h2c bool) string {
+	if h2c {
+		return "HTTP/2 without TLS (h2c) from clients to the ingress (INGRESS_H2C=true) and fake upstream, and from the " +
+			"worker to upstreams (UPSTREAM_H2C=true)"
+	}
+	return "HTTP/1.1 everywhere"
 }

@@ -73,9 +73,9 @@ func (s *stack) loadSection(ctx context.Context, name string, stream bool, concs
 		}
 		pt := syncPoint{Concurrency: c}
 		logf("%s c=%d: direct to the fake upstream (%s warm-up + %s)", name, c, s.cfg.warmup, s.cfg.duration)
-		pt.Direct, pt.DirectCPU = s.measure(ctx, load{req: s.directReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration})
+		pt.Direct, pt.DirectCPU = s.measure(ctx, load{req: s.directReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration, h2c: s.cfg.h2c})
 		logf("%s c=%d: through Sluice", name, c)
-		pt.Sluice, pt.CPU = s.measure(ctx, load{req: s.sluiceReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration})
+		pt.Sluice, pt.CPU = s.measure(ctx, load{req: s.sluiceReq(stream), conc: c, warmup: s.cfg.warmup, dur: s.cfg.duration, h2c: s.cfg.h2c})
 		if stream {
 			pt.AddedP50 = pt.Sluice.TTFB.P50 - pt.Direct.TTFB.P50
 		} else {
@@ -92,7 +92,7 @@ func (s *stack) loadSection(ctx context.Context, name string, stream bool, concs
 // warm-up, swapping their order every pair.
 func (s *stack) pairedRun(ctx context.Context, dur time.Duration) paired {
 	const maxPairs = 1 << 17
-	dc, sc := newClient(1), newClient(1)
+	dc, sc := newClient(1, s.cfg.h2c), newClient(1, s.cfg.h2c)
 	defer dc.CloseIdleConnections()
 	defer sc.CloseIdleConnections()
 	dreq, dbody, _ := s.directReq(false).build(ctx)
@@ -191,7 +191,7 @@ func (s *stack) asyncSection(ctx context.Context) asyncResult {
 	drainMeter := newCPUMeter(s.pids(), s.dbName)
 	drainMeter.open()
 	began := time.Now()
-	res.Submit, res.SubmitCPU = s.measure(ctx, load{conc: s.cfg.asyncConc, count: int64(s.cfg.asyncJobs),
+	res.Submit, res.SubmitCPU = s.measure(ctx, load{conc: s.cfg.asyncConc, h2c: s.cfg.h2c, count: int64(s.cfg.asyncJobs),
 		req: request{method: http.MethodPost, url: "http://" + s.ingAddr + "/v1/jobs", header: h, body: sub,
 			want: http.StatusAccepted}})
 	logf("async: %d accepted (%d errors) at %.0f/s; waiting for the queue to drain", res.Submit.OK,
@@ -398,7 +398,7 @@ func (s *stack) slowSection(ctx context.Context) (slowResult, error) {
 
 	holdCtx, release := context.WithCancel(ctx)
 	defer release()
-	client := newClient(n)
+	client := newClient(n, s.cfg.h2c)
 	defer client.CloseIdleConnections()
 	hold := s.sluiceReq(false)
 	hold.body = chatBody(slowModel, false, false)

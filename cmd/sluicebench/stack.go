@@ -320,6 +320,9 @@ func (s *stack) startSluice(ctx context.Context, workerConc int) error {
 	if s.cfg.pprof {
 		env["PPROF_ADDR"] = "127.0.0.1:6061"
 	}
+	if s.cfg.h2c {
+		env["INGRESS_H2C"] = "true"
+	}
 	ing, err := startProc("ingress", filepath.Join(s.bin, "ingress"), s.dir, env)
 	if err != nil {
 		return err
@@ -341,6 +344,9 @@ func (s *stack) startWorker(ctx context.Context, workerConc int) error {
 	}
 	env := s.env()
 	env["WORKER_ADDR"], env["WORKER_CONCURRENCY"] = s.wrkAddr, fmt.Sprint(workerConc)
+	if s.cfg.h2c {
+		env["UPSTREAM_H2C"] = "true"
+	}
 	if s.cfg.pprof {
 		env["PPROF_ADDR"] = "127.0.0.1:6062"
 	}

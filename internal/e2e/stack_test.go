@@ -63,6 +63,7 @@ type stackOpts struct {
 	noPrivate   bool          // ingress and worker refuse loopback/private webhook URLs
 	tune        func(*jobs.WorkerConfig)
 	noWorker    bool // the test starts its own workers
+	h2c         bool // INGRESS_H2C and UPSTREAM_H2C
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -93,14 +94,14 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		Concurrency: o.concurrency, JobTimeout: o.jobTimeout, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, QueueMaxJobs: 10_000,
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, Retention: 24 * time.Hour, DBMaxConns: 8,
-		WebhookAllowPrivate: !o.noPrivate, WebhookRetryBase: o.hookRetry}
+		WebhookAllowPrivate: !o.noPrivate, WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c}
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
 	icfg := ingress.Config{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL, AdminToken: adminToken,
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, MaxBodyBytes: o.maxBody,
 		MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting, KeyCacheTTL: 10 * time.Second, ChannelRefresh: time.Second,
-		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate}
+		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate, H2C: o.h2c}
 	s.icfg = icfg
 	s.base, s.stopI = s.startIngress()
 	return s

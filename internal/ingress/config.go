@@ -20,6 +20,7 @@ type Config struct {
 	MaxBodyBytes        int64         `env:"INGRESS_MAX_BODY_BYTES" envDefault:"1000000"`
 	MaxWaiting          int           `env:"INGRESS_MAX_WAITING" envDefault:"4096"`
 	MaxConns            int           `env:"INGRESS_MAX_CONNS" envDefault:"8192"`
+	H2C                 bool          `env:"INGRESS_H2C" envDefault:"false"`
 	KeyCacheTTL         time.Duration `env:"INGRESS_KEY_CACHE_TTL" envDefault:"10s"`
 	ChannelRefresh      time.Duration `env:"CHANNEL_REFRESH" envDefault:"10s"`
 	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s"`

@@ -31,6 +31,9 @@ type Options struct {
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
 // gives in-flight requests ShutdownGrace, and closes NATS and Postgres last.
+// h2cStreams caps concurrent requests on one h2c connection (INGRESS_H2C).
+const h2cStreams = 100
+
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
 	log = log.With("component", "ingress")
 	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
@@ -98,7 +101,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	h := http.NewServeMux()
 	h.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	h.Handle("/", s.Handler())
+	// HTTP/1, and with INGRESS_H2C also HTTP/2 without TLS for clients that ask for it by
+	// prior knowledge (a proxy in front that speaks h2c), with at most h2cStreams requests
+	// at once on one connection.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(cfg.H2C)
 	srv := &http.Server{
+		Protocols:         protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h2cStreams},
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second, // whole request incl. body; responses may stream far longer

@@ -21,6 +21,7 @@ type Config struct {
 	IdleConnTimeout     time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
 	MaxAttempts         int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
 	MaxResponseBytes    int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
+	UpstreamH2C         bool          `env:"UPSTREAM_H2C" envDefault:"false"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
 	WebhookConcurrency  int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
 	WebhookRetryBase    time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`

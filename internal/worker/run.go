@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry := providers.NewRegistry(
 		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cfg.IdleTimeout,
-			IdleConnTimeout: cfg.IdleConnTimeout},
+			IdleConnTimeout: cfg.IdleConnTimeout, H2C: cfg.UpstreamH2C},
 		providers.Limits{IdleTimeout: cfg.IdleTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
 	defer registry.CloseIdle()
 	router := jobs.NewRouter(st, registry.Build, log)

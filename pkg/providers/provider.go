@@ -143,6 +143,11 @@ type ClientConfig struct {
 	// ResponseHeaderTimeout is how long to wait for response headers (a non-stream LLM call
 	// sends them only when the whole answer is ready, so keep it long).
 	ResponseHeaderTimeout time.Duration
+	// H2C makes http:// upstreams speak HTTP/2 without TLS (prior knowledge), so that many
+	// calls share one connection, as they already do with https:// upstreams (HTTP/2 by
+	// ALPN). Only for plain-HTTP upstreams known to speak it (a sidecar proxy, a server
+	// behind Envoy); others then fail to connect.
+	H2C bool
 }
 
 // NewHTTPClient returns the client one provider family shares across channels. It bounds
@@ -169,11 +174,36 @@ func NewHTTPClient(cfg ClientConfig) *http.Client {
 		IdleConnTimeout:       cmp.Or(cfg.IdleConnTimeout, 90*time.Second),
 		ForceAttemptHTTP2:     true,
 	}
+	var rt http.RoundTripper = t
+	if cfg.H2C {
+		// A transport that speaks h2c cannot also speak HTTP/1 to http:// URLs, so plain
+		// upstreams get their own; https:// ones keep HTTP/2 by ALPN with HTTP/1 fallback.
+		h2c := t.Clone()
+		h2c.Protocols = new(http.Protocols)
+		h2c.Protocols.SetUnencryptedHTTP2(true)
+		rt = &bySchemeTransport{tls: t, plain: h2c}
+	}
 	return &http.Client{
-		Transport: t,
+		Transport: rt,
 		// Upstream redirects are not part of any LLM API; following one could leak the key.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// bySchemeTransport sends http:// requests through plain and the rest through tls.
+type bySchemeTransport struct{ tls, plain *http.Transport }
+
+func (b *bySchemeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" {
+		return b.plain.RoundTrip(r)
+	}
+	return b.tls.RoundTrip(r)
+}
+
+// CloseIdleConnections closes both transports' idle connections.
+func (b *bySchemeTransport) CloseIdleConnections() {
+	b.tls.CloseIdleConnections()
+	b.plain.CloseIdleConnections()
 }
 
 // CloseBody releases a response: it drains at most 64 KiB, so a small remainder lets the
