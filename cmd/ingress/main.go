@@ -35,7 +35,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := ingress.Run(ctx, cfg, cli.Logger(os.Stdout, cfg.LogLevel), ingress.Options{}); err != nil {
+	log := cli.Logger(os.Stdout, cfg.LogLevel)
+	cli.TuneGC(environ, log)
+	if err := ingress.Run(ctx, cfg, log, ingress.Options{}); err != nil {
 		fmt.Fprintln(os.Stderr, "ingress:", err)
 		os.Exit(1)
 	}

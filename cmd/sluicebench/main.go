@@ -66,6 +66,7 @@ type config struct {
 	keep             bool
 	pprof            bool
 	h2c              bool
+	extraEnv         map[string]string // -sluice-env
 	timeout          time.Duration
 }
 
@@ -97,10 +98,24 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (binaries, logs, NATS store)")
 	fs.BoolVar(&c.h2c, "h2c", false, "HTTP/2 without TLS (h2c) from the load generator to the ingress (INGRESS_H2C=true) "+
 		"and the fake upstream, and from the worker to upstreams (UPSTREAM_H2C=true), instead of HTTP/1.1")
+	extraEnv := fs.String("sluice-env", "", "extra settings for the ingress and worker, as KEY=VALUE,KEY=VALUE (e.g. GOGC=400)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve pprof from the ingress on 127.0.0.1:6061 and the worker on :6062")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for kv := range strings.SplitSeq(*extraEnv, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-sluice-env: %q is not KEY=VALUE", kv)
+		}
+		if c.extraEnv == nil {
+			c.extraEnv = map[string]string{}
+		}
+		c.extraEnv[k] = v
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -197,7 +212,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		}
 	}
 	rep := &report{Config: reportConfig{Duration: cfg.duration.String(), Warmup: cfg.warmup.String(),
-		WorkerConcurrency: cfg.workerConc, H2C: cfg.h2c, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
+		WorkerConcurrency: cfg.workerConc, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
 		Go: runtime.Version(), LoadBefore: loadavg()}
 	wholeBusy, wholeSteal, wholeTotal, _ := systemCPU()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -29,12 +30,13 @@ type report struct {
 }
 
 type reportConfig struct {
-	Duration          string `json:"duration"`
-	Warmup            string `json:"warmup"`
-	WorkerConcurrency int    `json:"worker_concurrency"`
-	H2C               bool   `json:"h2c"`
-	StreamChunks      int    `json:"stream_chunks"`
-	Started           string `json:"started"`
+	Duration          string            `json:"duration"`
+	Warmup            string            `json:"warmup"`
+	WorkerConcurrency int               `json:"worker_concurrency"`
+	H2C               bool              `json:"h2c"`
+	ExtraEnv          map[string]string `json:"extra_env,omitempty"`
+	StreamChunks      int               `json:"stream_chunks"`
+	Started           string            `json:"started"`
 }
 
 // target is one goal and whether this run met it.
@@ -168,7 +170,8 @@ func (r *report) markdown(w io.Writer) {
 			r.MachineSteal)},
 		{"other processes during measured windows", fmt.Sprintf("%.2f cores on average, %.2f at most", r.OtherAvg, r.OtherMax)},
 		{"settings", fmt.Sprintf("%s per point after %s warm-up; WORKER_CONCURRENCY=%d; LOG_LEVEL=warn; SHUTDOWN_GRACE=5s; "+
-			"other settings default; %s", r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency, protocolNote(r.Config.H2C))},
+			"%sother settings default; %s", r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency,
+			envNote(r.Config.ExtraEnv), protocolNote(r.Config.H2C))},
 	})
 	if r.OtherMax > 0.25 {
 		fmt.Fprintf(w, "**Other work was running on the machine** (up to %.2f of %d cores during a measured window): "+
@@ -327,4 +330,13 @@ func protocolNote(h2c bool) string {
 			"worker to upstreams (UPSTREAM_H2C=true)"
 	}
 	return "HTTP/1.1 everywhere"
+}
+
+// envNote lists the -sluice-env settings, sorted, each followed by "; ".
+func envNote(env map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		fmt.Fprintf(&b, "%s=%s; ", k, env[k])
+	}
+	return b.String()
 }

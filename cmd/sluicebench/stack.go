@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -257,8 +258,10 @@ type stack struct {
 }
 
 func (s *stack) env() map[string]string {
-	return map[string]string{"DATABASE_URL": s.dbURL, "NATS_URL": s.natsURL, "SLUICE_ENCRYPTION_KEY": s.encKey,
+	env := map[string]string{"DATABASE_URL": s.dbURL, "NATS_URL": s.natsURL, "SLUICE_ENCRYPTION_KEY": s.encKey,
 		"LOG_LEVEL": "warn", "SHUTDOWN_GRACE": "5s"}
+	maps.Copy(env, s.cfg.extraEnv)
+	return env
 }
 
 // startBase starts what the whole run shares: NATS, the two fake upstreams, and migrations.

@@ -53,7 +53,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(cli.ExitConfig)
 	}
-	if err := worker.Run(ctx, cfg, cli.Logger(os.Stdout, cfg.LogLevel), worker.Options{}); err != nil {
+	log := cli.Logger(os.Stdout, cfg.LogLevel)
+	cli.TuneGC(environ, log)
+	if err := worker.Run(ctx, cfg, log, worker.Options{}); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
 	}
