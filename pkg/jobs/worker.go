@@ -110,9 +110,13 @@ type cancelNote struct {
 const hardStopAfter = 10 * time.Second
 
 // settlers is how many batches of outcomes (and, separately, of starts) may be written at
-// once: while one commits, the next fills. Measured with make bench at c=64: 1 settler 1,396
-// req/s, 2 settlers 1,649, 4 settlers 1,343 (more, smaller batches cost Postgres more per job).
-const settlers = 2
+// once; outcomes that arrive while a batch commits wait for the next. With the key's spend
+// on one row, 2 were best (make bench c=64: 1 settler 1,396 req/s, 2 settlers 1,649, 4
+// settlers 1,343), the second hiding the first's wait for the row lock. With spend in
+// shards (migration 0006) one writer with larger batches costs Postgres less per job:
+// sync c=64 alternating in one sitting, 1 settler 4,431 and 4,058 req/s, 2 settlers 3,595
+// and 3,093; c=1 latency unchanged within noise.
+const settlers = 1
 
 // maxCancelled bounds the remembered cancels.
 const maxCancelled = 100_000
