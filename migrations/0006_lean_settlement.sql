@@ -11,15 +11,17 @@ ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_key_id_fkey;
 -- A key's spend is kept in shards: settlement adds a batch's cost to one shard row, picked
 -- at random, instead of to the key's own row. Two settlers (in one worker or several)
 -- used to queue on that one row lock, each waiting for the other's commit; now they only
--- meet when they pick the same shard. A key's spend is the sum of its shards (key_spent).
+-- meet when they pick the same shard.
 CREATE TABLE key_spend (
     key_id    text NOT NULL,
     shard     smallint NOT NULL,
     spent_usd numeric(20, 9) NOT NULL,
     PRIMARY KEY (key_id, shard)
 );
-INSERT INTO key_spend (key_id, shard, spent_usd) SELECT id, 0, spent_usd FROM api_keys WHERE spent_usd <> 0;
-ALTER TABLE api_keys DROP COLUMN spent_usd;
 
+-- A key's spend is what api_keys.spent_usd holds plus its shards. The column stays: workers
+-- from before this migration still add to it while a deployment is being upgraded (workers
+-- first, then ingresses), and ingresses from before it still read it. Nothing new writes it.
 CREATE FUNCTION key_spent(key text) RETURNS numeric LANGUAGE sql STABLE AS
-    $$ SELECT COALESCE(sum(spent_usd), 0) FROM key_spend WHERE key_id = key $$;
+    $$ SELECT COALESCE((SELECT spent_usd FROM api_keys WHERE id = key), 0)
+            + COALESCE((SELECT sum(spent_usd) FROM key_spend WHERE key_id = key), 0) $$;

@@ -761,7 +761,7 @@ func checkCharges(t *testing.T, s *stack, up *providertest.Upstream) chargeSumma
 			(SELECT count(*) FROM usage_ledger l LEFT JOIN jobs j ON j.id = l.job_id
 				WHERE j.id IS NULL OR j.status NOT IN ('succeeded', 'canceled')),
 			(SELECT count(*) FROM usage_ledger l JOIN jobs j ON j.id = l.job_id WHERE j.cost_usd IS DISTINCT FROM l.cost_usd),
-			(SELECT COALESCE(sum(spent_usd), 0) FROM key_spend) = (SELECT COALESCE(sum(cost_usd), 0) FROM usage_ledger),
+			(SELECT COALESCE(sum(key_spent(id)), 0) FROM api_keys) = (SELECT COALESCE(sum(cost_usd), 0) FROM usage_ledger),
 			(SELECT COALESCE(sum(prompt_tokens + completion_tokens), 0) FROM usage_ledger WHERE NOT estimated)`).
 		Scan(&sum.succeeded, &sum.rows, &sum.onCanceled, &unbilled, &onFailed, &costMismatch, &spendMatches, &charged); err != nil {
 		t.Fatal(err)

@@ -286,9 +286,11 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		s.writeError(w, r, err)
 		return
 	}
-	// A whole answer comes in one message (a few if it is larger than NATS's max payload);
-	// a stream needs room for bursts of events while the client is written to.
-	buf := 16
+	// A whole answer comes in one message, or in up to 64 parts if it is larger than NATS's
+	// max payload (64 MB at the default 1 MB, the worker's default answer limit); a stream
+	// needs room for bursts of events while the client is written to. Past the buffer a
+	// whole answer is read back from Postgres, a stream ends in an error.
+	buf := 66
 	if p.stream {
 		buf = 256
 	}

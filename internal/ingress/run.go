@@ -31,6 +31,9 @@ type Options struct {
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
 // gives in-flight requests ShutdownGrace, and closes NATS and Postgres last.
+// pubTimeout bounds the wait for a JetStream publish ack.
+const pubTimeout = 5 * time.Second
+
 // h2cStreams caps concurrent requests on one h2c connection (INGRESS_H2C).
 const h2cStreams = 100
 
@@ -52,7 +55,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// An async publish whose ack never comes (a lost reply, a leader change) is given up
+	// after pubTimeout, so it cannot stay pending in the client for the process's life.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(pubTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
@@ -92,7 +97,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if maxBody < cfg.MaxBodyBytes {
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
-	pub := jobs.NewPublisher(nc, js, 5*time.Second)
+	pub := jobs.NewPublisher(nc, js, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
 		maxBody: maxBody, done: done, queue: &queuer{st: st, pub: pub, in: make(chan queueReq)}}

@@ -27,7 +27,9 @@ import (
 // ParseReply also reads the header-based messages of earlier workers (legacy headers below).
 const replyV1 = 0x01
 
-// Legacy reply message headers, read (never written) for workers from before replyV1.
+// Legacy reply message headers: read from workers from before replyV1, and written to an
+// ingress from before it (one that sends jobs as JSON), so that workers can be upgraded
+// before ingresses.
 const (
 	hdrSeq     = "Sluice-Seq"     // 0, 1, 2 … within one attempt
 	hdrKind    = "Sluice-Kind"    // event, body or final
@@ -68,15 +70,18 @@ type replier struct {
 	attempt uint64
 	seq     int
 	maxPart int
+	legacy  bool // header-based messages, for an ingress from before replyV1
 }
 
-func newReplier(nc *nats.Conn, subject string, attempt uint64) *replier {
+// newReplier returns the replier of one attempt of job. A job that came as JSON came from an
+// ingress from before the binary forms, which reads only header-based replies.
+func newReplier(nc *nats.Conn, job *Job, attempt uint64) *replier {
 	// Leave room for the framing and a final under the server's max payload.
 	maxPart := int(nc.MaxPayload()) - 4<<10
 	if maxPart <= 0 {
 		maxPart = 512 << 10
 	}
-	return &replier{nc: nc, subject: subject, attempt: attempt, maxPart: maxPart}
+	return &replier{nc: nc, subject: job.Reply, attempt: attempt, maxPart: maxPart, legacy: job.jsonWire}
 }
 
 // frame starts a message's payload with room for n more bytes.
@@ -102,6 +107,20 @@ func (r *replier) publishPart(kind string, data []byte, event string, more bool)
 	if r.subject == "" {
 		return nil // async job: nobody waits on a subject
 	}
+	if r.legacy {
+		m := &nats.Msg{Subject: r.subject, Data: data, Header: nats.Header{}}
+		m.Header.Set(hdrKind, kind)
+		m.Header.Set(hdrSeq, strconv.Itoa(r.seq))
+		m.Header.Set(hdrAttempt, strconv.FormatUint(r.attempt, 10))
+		if event != "" {
+			m.Header.Set(hdrEvent, event)
+		}
+		if more {
+			m.Header.Set(hdrMore, "1")
+		}
+		r.seq++
+		return r.nc.PublishMsg(m)
+	}
 	return r.send(append(r.frame(kind, event, more, len(data)), data...))
 }
 
@@ -124,7 +143,7 @@ func (r *replier) finish(f *Final, body []byte) error {
 	if r.subject == "" {
 		return nil
 	}
-	if len(body)+len(appendFinal(nil, f))+binary.MaxVarintLen64 > r.maxPart {
+	if r.legacy || len(body)+len(appendFinal(nil, f))+binary.MaxVarintLen64 > r.maxPart {
 		for len(body) > 0 {
 			n := min(len(body), r.maxPart)
 			if err := r.publishPart(KindBody, body[:n], "", false); err != nil {
@@ -134,6 +153,13 @@ func (r *replier) finish(f *Final, body []byte) error {
 		}
 	}
 	f.Parts = r.seq
+	if r.legacy {
+		b, err := json.Marshal(f)
+		if err != nil {
+			return err
+		}
+		return r.publishPart(KindFinal, b, "", false)
+	}
 	enc := appendFinal(nil, f)
 	b := r.frame(KindFinal, "", false, binary.MaxVarintLen64+len(enc)+len(body))
 	b = binary.AppendUvarint(b, uint64(len(enc)))

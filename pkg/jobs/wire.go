@@ -36,6 +36,10 @@ type Job struct {
 	Deadline  time.Time `json:"deadline"`
 	// Reply is the subject the answer goes to; empty for async jobs.
 	Reply string `json:"reply,omitempty"`
+
+	// jsonWire is true for a job decoded from the JSON form: it came from an ingress from
+	// before the binary forms, which gets its replies in the header-based form.
+	jsonWire bool
 }
 
 // The wire form of a job is binary: a version byte, flags, the two times, the short
@@ -150,6 +154,7 @@ func decodeJSON(data []byte) (*Job, error) {
 	if string(j.Body) == "null" {
 		j.Body = nil
 	}
+	j.jsonWire = true
 	return &j, nil
 }
 

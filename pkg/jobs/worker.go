@@ -341,7 +341,7 @@ func (w *Worker) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		w.mu.Unlock()
 		w.metrics.busy.Dec()
 	}()
-	rep := newReplier(w.nc, job.Reply, md.NumDelivered)
+	rep := newReplier(w.nc, job, md.NumDelivered)
 	deadline := job.Deadline
 	if cap := job.CreatedAt.Add(w.cfg.JobTimeout); cap.Before(deadline) {
 		deadline = cap

@@ -366,3 +366,35 @@ func TestStartJobsBatch(t *testing.T) {
 		t.Error("the same job twice in one batch was accepted")
 	}
 }
+
+// TestSpendCountsLegacyColumn: a key's spend is its shards plus what api_keys.spent_usd
+// holds, which workers from before migration 0006 still add to during an upgrade.
+func TestSpendCountsLegacyColumn(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	if err := db.Store.SetPrice(ctx, store.Price{Model: "m", InputPerMTok: 1, OutputPerMTok: 1}); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	if _, err := db.Pool.Exec(ctx, `UPDATE api_keys SET spent_usd = 1.5 WHERE id = $1`, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for range 3 { // three batches: each lands in some shard
+		id := ids.New("job")
+		if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: id, Status: store.StatusSucceeded, StatusCode: 200,
+			Usage: &store.Usage{PromptTokens: 1_000_000, CompletionTokens: 0}, Charge: true,
+			Job: &store.NewJob{ID: id, KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m", CreatedAt: now,
+				Deadline: now.Add(time.Minute), Attempt: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := db.Store.KeyByID(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SpentUSD != 4.5 {
+		t.Errorf("spent %v, want 4.5 (1.5 in the legacy column + 3 jobs at $1)", got.SpentUSD)
+	}
+}
