@@ -103,7 +103,9 @@ func TestRun(t *testing.T) {
 		addr, _ = a.(string)
 		return ok
 	})
-	client := &http.Client{Transport: &http.Transport{}}
+	// No keep-alives: a connection the transport dialled but did not use would sit idle in
+	// StateNew, which http.Server.Shutdown waits 5 s for, as long as the whole grace.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	defer client.CloseIdleConnections()
 	post := func(ctx context.Context, model string) (*http.Response, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/chat/completions",

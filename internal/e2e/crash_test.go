@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/internal/ingress"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
@@ -417,10 +418,10 @@ func TestPostgresOutage(t *testing.T) {
 	env["DATABASE_URL"] = dbURL
 	w := startProc(t, "worker", waddr, env)
 	wbase := "http://" + waddr
-	icfg := ingress.Config{DatabaseURL: secret.Secret(dbURL), NATSURL: s.nats.URL, AdminToken: adminToken,
-		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: 30 * time.Second, MaxBodyBytes: 256 << 10,
-		MaxWaiting: 256, MaxConns: 1024, KeyCacheTTL: time.Minute, ChannelRefresh: time.Second,
-		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: true}
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(dbURL), NATSURL: s.nats.URL,
+		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: 30 * time.Second, ChannelRefresh: time.Second,
+		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: true},
+		AdminToken: adminToken, MaxBodyBytes: 256 << 10, MaxWaiting: 256, MaxConns: 1024, KeyCacheTTL: time.Minute}
 	var iaddr string
 	run(t, "ingress behind the proxy", func(ctx context.Context, ln net.Listener, ready func(string)) error {
 		return ingress.Run(ctx, icfg, testLogger(t), ingress.Options{Listener: ln, Ready: ready})

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluicehq/sluice/internal/worker"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
@@ -87,7 +88,7 @@ func TestDuplicateDeliveryChargedOnce(t *testing.T) {
 // to the queue, another worker runs it, the caller gets one answer, and it is charged once.
 func TestWorkerStopMidCallRedelivers(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOpts{tune: func(c *jobs.WorkerConfig) { c.ShutdownGrace = 100 * time.Millisecond }})
+	s := newStack(t, stackOpts{tune: func(c *worker.PoolConfig) { c.ShutdownGrace = 100 * time.Millisecond }})
 	up, _ := providertest.Start(t, providertest.Config{})
 	g, srv := newGate(t, up)
 	s.channel(map[string]any{"provider": "openai", "base_url": srv.URL + "/v1", "models": []string{"m"}})

@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/internal/ingress"
 	"github.com/sluicehq/sluice/internal/worker"
-	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
 	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
@@ -48,7 +48,7 @@ type stack struct {
 	stopI   func()
 	wcfg    worker.Config
 	icfg    ingress.Config
-	tune    func(*jobs.WorkerConfig)
+	tune    func(*worker.PoolConfig)
 	workers sync.WaitGroup
 }
 
@@ -61,7 +61,7 @@ type stackOpts struct {
 	maxWaiting  int
 	hookRetry   time.Duration // the worker's WEBHOOK_RETRY_BASE (10s when zero)
 	noPrivate   bool          // ingress and worker refuse loopback/private webhook URLs
-	tune        func(*jobs.WorkerConfig)
+	tune        func(*worker.PoolConfig)
 	noWorker    bool // the test starts its own workers
 	h2c         bool // INGRESS_H2C and UPSTREAM_H2C
 }
@@ -90,18 +90,20 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		o.maxWaiting = 512
 	}
 	s.tune = o.tune
-	s.wcfg = worker.Config{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL, EncryptionKey: secret.Secret(s.db.EncryptionKey),
-		Concurrency: o.concurrency, JobTimeout: o.jobTimeout, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
-		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, QueueMaxJobs: 10_000,
-		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, Retention: 24 * time.Hour, DBMaxConns: 8,
-		WebhookAllowPrivate: !o.noPrivate, WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c}
+	s.wcfg = worker.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL,
+		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, QueueMaxJobs: 10_000,
+		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
+		Concurrency: o.concurrency, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
+		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, Retention: 24 * time.Hour,
+		WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c}
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
-	icfg := ingress.Config{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL, AdminToken: adminToken,
-		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, MaxBodyBytes: o.maxBody,
-		MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting, KeyCacheTTL: 10 * time.Second, ChannelRefresh: time.Second,
-		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate, H2C: o.h2c}
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL,
+		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, ChannelRefresh: time.Second,
+		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
+		AdminToken: adminToken, MaxBodyBytes: o.maxBody, MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting,
+		KeyCacheTTL: 10 * time.Second, H2C: o.h2c}
 	s.icfg = icfg
 	s.base, s.stopI = s.startIngress()
 	return s

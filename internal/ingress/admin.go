@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/store"
 )
@@ -355,7 +355,7 @@ func (s *Server) channelsChanged(r *http.Request) {
 	if err := s.router.Refresh(r.Context()); err != nil {
 		s.log.WarnContext(r.Context(), "refresh channels", "err", err)
 	}
-	jobs.AnnounceChannelsChanged(s.nc)
+	route.AnnounceChannelsChanged(s.nc)
 }
 
 func (s *Server) listPrices(w http.ResponseWriter, r *http.Request) {

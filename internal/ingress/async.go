@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/webhook"
 )
 
 // submission is the body of POST /v1/jobs.
@@ -133,10 +134,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		}
 		timeout = time.Duration(*sub.TimeoutS) * time.Second
 	}
-	webhook := ""
+	hookURL := ""
 	if sub.Webhook != nil {
-		webhook = sub.Webhook.URL
-		if err := jobs.CheckWebhookURL(r.Context(), webhook, s.cfg.WebhookAllowPrivate); err != nil {
+		hookURL = sub.Webhook.URL
+		if err := webhook.CheckURL(r.Context(), hookURL, s.cfg.WebhookAllowPrivate); err != nil {
 			s.writeError(w, r, badRequest("webhook.url", err.Error()))
 			return
 		}
@@ -154,7 +155,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		return
 	}
 	nj := store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint, Model: job.Model, Async: true, Request: job.Body,
-		Metadata: sub.Metadata, WebhookURL: webhook, CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}
+		Metadata: sub.Metadata, WebhookURL: hookURL, CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}
 	var (
 		row     store.Job
 		created = true
@@ -342,4 +343,4 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // jobObject renders a job as API.md's job object (shared with webhook bodies).
-func jobObject(j *store.Job) *jobs.JobObject { return jobs.Object(j) }
+func jobObject(j *store.Job) *webhook.JobObject { return webhook.Object(j) }

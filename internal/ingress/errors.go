@@ -9,25 +9,17 @@ import (
 	"github.com/sluicehq/sluice/pkg/jobs"
 )
 
-// apiError builds an error with the shape and status of ../shared/API.md.
-func apiError(status int, typ, code, message string) *jobs.APIError {
-	return &jobs.APIError{Status: status, Type: typ, Code: code, Message: message}
-}
-
-func badRequest(param, message string) *jobs.APIError {
-	e := apiError(http.StatusBadRequest, "invalid_request_error", "", message)
-	e.Param = param
-	return e
-}
+// The API's error vocabulary is pkg/jobs's (jobs.NewError, jobs.BadRequest, …); these are
+// the ingress's short names for it.
+var (
+	apiError   = jobs.NewError
+	badRequest = jobs.BadRequest
+)
 
 var (
 	errInvalidKey = apiError(http.StatusUnauthorized, "authentication_error", "invalid_api_key",
 		"Incorrect, missing, revoked or expired API key. Send it as 'Authorization: Bearer sk-sl-…'.")
-	errOverloaded = func(msg string) *jobs.APIError {
-		e := apiError(http.StatusServiceUnavailable, "overloaded_error", "overloaded", msg)
-		e.RetryAfter = 1
-		return e
-	}
+	errOverloaded = func(msg string) *jobs.APIError { return jobs.Overloaded("overloaded", msg) }
 )
 
 // errorBody is the OpenAI error shape.
@@ -55,7 +47,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := errors.AsType[*jobs.APIError](err)
 	if !ok {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
-		e = apiError(http.StatusInternalServerError, "internal_error", "", "The server had an error while processing your request.")
+		e = jobs.Internal()
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))

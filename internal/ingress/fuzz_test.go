@@ -16,7 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
@@ -108,7 +110,7 @@ var (
 func fuzzHandler() http.Handler {
 	fuzzSrvOnce.Do(func() {
 		log := slog.New(slog.DiscardHandler)
-		s := &Server{cfg: Config{JobTimeout: time.Minute}, log: log, router: jobs.NewRouter(nil, nil, log),
+		s := &Server{cfg: Config{Common: cli.Common{JobTimeout: time.Minute}}, log: log, router: route.NewRouter(nil, nil, log),
 			keys: &keyCache{ttl: 24 * time.Hour, m: map[string]cachedKey{}}, maxBody: 8 << 10, waiting: make(chan struct{}, 1)}
 		s.metrics = newMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
 		s.keys.put(fuzzKey, store.Key{ID: "key_fuzz", Name: "fuzz"}, time.Now())
@@ -181,7 +183,7 @@ func FuzzStreamAnswer(f *testing.F) {
 		s := &Server{log: log}
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodPost, jobs.EndpointChat, nil)
-		a := &answer{s: s, w: rec, r: req, job: &jobs.Job{ID: "job_fuzz", Endpoint: jobs.EndpointChat, Stream: true}}
+		a := newAnswer(s, rec, req, &jobs.Job{ID: "job_fuzz", Endpoint: jobs.EndpointChat, Stream: true})
 		ended := false
 		var last jobs.Reply
 		for i := 0; i+2 < len(msgs) && !ended; i += 3 {

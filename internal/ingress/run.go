@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
@@ -80,7 +81,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	}
 	defer func() { _ = done.Close() }()
 
-	router := jobs.NewRouter(st, nil, log)
+	router := route.NewRouter(st, nil, log)
 	if err := router.Refresh(ctx); err != nil {
 		return fmt.Errorf("load channels: %w", err)
 	}
@@ -100,7 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	pub := jobs.NewPublisher(nc, js, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: &queuer{st: st, pub: pub, in: make(chan queueReq)}}
+		maxBody: maxBody, done: done, queue: newQueuer(st, pub)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	h := http.NewServeMux()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
@@ -30,7 +31,7 @@ type Server struct {
 	nc      *nats.Conn
 	pub     *jobs.Publisher
 	mux     *jobs.Mux
-	router  *jobs.Router
+	router  *route.Router
 	log     *slog.Logger
 	waiting chan struct{} // one token per request waiting on a job
 	keys    *keyCache

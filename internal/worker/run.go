@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,14 +20,16 @@ import (
 	"github.com/sluicehq/sluice/migrations"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/webhook"
 )
 
 // Options are what tests may add to Run.
 type Options struct {
-	Listener net.Listener             // served instead of listening on cfg.Addr
-	Ready    func(addr string)        // called once jobs are being pulled
-	Tune     func(*jobs.WorkerConfig) // lets tests shorten internal timings
+	Listener net.Listener      // served instead of listening on cfg.Addr
+	Ready    func(addr string) // called once jobs are being pulled
+	Tune     func(*PoolConfig) // lets tests shorten internal timings
 }
 
 // Migrate applies the database migrations and returns.
@@ -65,8 +68,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	qcfg := jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs, JobTimeout: cfg.JobTimeout, AckWait: cfg.AckWait,
-		MaxAckPending: cfg.MaxAckPending}
+	qcfg := cfg.Queue()
 	if _, err := jobs.EnsureStream(ctx, js, qcfg); err != nil {
 		return err
 	}
@@ -82,7 +84,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 			IdleConnTimeout: cfg.IdleConnTimeout, H2C: cfg.UpstreamH2C},
 		providers.Limits{IdleTimeout: cfg.IdleTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
 	defer registry.CloseIdle()
-	router := jobs.NewRouter(st, registry.Build, log)
+	router := route.NewRouter(st, registry.Build, log)
 	if err := router.Refresh(ctx); err != nil {
 		return fmt.Errorf("load channels: %w", err)
 	}
@@ -92,13 +94,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	}
 	defer stopWatch()
 
-	wcfg := jobs.WorkerConfig{Concurrency: cfg.Concurrency, JobTimeout: cfg.JobTimeout, ShutdownGrace: cfg.ShutdownGrace,
-		AckWait: cfg.AckWait, MaxAttempts: cfg.MaxAttempts}
+	pcfg := PoolConfig{Queue: qcfg, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace,
+		MaxAttempts: cfg.MaxAttempts}
 	if opts.Tune != nil {
-		opts.Tune(&wcfg)
+		opts.Tune(&pcfg)
 	}
-	w := jobs.NewWorker(wcfg, nc, cons, st, router, log, jobs.NewMetrics(reg))
-	disp := jobs.NewDispatcher(jobs.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
+	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
+	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
 		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
 	ln := opts.Listener
@@ -125,7 +127,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopBG(); wg.Wait() }()
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
-	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg) })
+	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg.Retention, qcfg.SweepAfter()) })
 	wg.Go(func() {
 		if err := cli.ServePprof(bgCtx, cfg.PprofAddr, log); err != nil {
 			log.Error("pprof", "err", err)
@@ -158,7 +160,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 
 // sweep ends overdue jobs and deletes old ones, once a minute. Ending overdue jobs is a
 // safety net: a job whose message was lost still reaches a terminal state.
-func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, []byte) error }, log *slog.Logger, cfg Config) {
+// A job is ended once it is overdue by more than after (QueueConfig.SweepAfter: past the
+// time its worker may still be recording it); jobs finished longer than retention ago are
+// deleted.
+func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, []byte) error }, log *slog.Logger,
+	retention, after time.Duration,
+) {
+	timeout, _ := json.Marshal(jobs.Timeout())
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -168,8 +176,7 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 		case <-t.C:
 		}
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		// Past its deadline a job's worker may still be recording for up to 5 minutes.
-		ids, err := st.ExpireOverdue(sctx, 6*time.Minute)
+		ids, err := st.ExpireOverdue(sctx, after, timeout)
 		if err != nil {
 			log.WarnContext(ctx, "expire overdue jobs", "err", err)
 		}
@@ -182,7 +189,7 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 		if err := st.DeleteOldRateWindows(sctx, time.Now()); err != nil {
 			log.WarnContext(ctx, "delete old rate windows", "err", err)
 		}
-		if n, err := st.DeleteFinishedBefore(sctx, time.Now().Add(-cfg.Retention), 1000); err != nil {
+		if n, err := st.DeleteFinishedBefore(sctx, time.Now().Add(-retention), 1000); err != nil {
 			log.WarnContext(ctx, "delete old jobs", "err", err)
 		} else if n > 0 {
 			log.InfoContext(ctx, "deleted old jobs", "count", n)

@@ -20,6 +20,21 @@ const (
 	cancelPrefix = "sluice.cancel."
 	// DonePrefix + job id is published when a job reaches a terminal state.
 	DonePrefix = "sluice.done."
+	// CancelSubjects is what a worker subscribes to for the cancels of CancelJob.
+	CancelSubjects = cancelPrefix + "*"
+)
+
+// Cancel reasons carried in a cancel message.
+const (
+	CancelUser       = "user"        // the API cancelled the job: it ends canceled, uncharged
+	CancelClientGone = "client_gone" // a sync caller left: charged what the upstream did
+)
+
+// Defaults of QueueConfig.
+const (
+	DefaultJobTimeout  = 15 * time.Minute
+	DefaultMaxDeliver  = 10
+	DefaultRecordGrace = 5 * time.Minute
 )
 
 // QueueConfig sizes the job stream and its consumer. Zero fields take the defaults.
@@ -41,9 +56,29 @@ type QueueConfig struct {
 	MaxDeliver int
 	// Replicas of the stream (1 for a single server, 3 in a cluster).
 	Replicas int
+	// RecordGrace is how long past a job's deadline its worker keeps trying to record the
+	// outcome while Postgres is unavailable, before handing the job back to the queue. The
+	// overdue sweep and the concurrency slot's expiry are derived from it (SweepAfter,
+	// SlotHold), so the three cannot disagree.
+	RecordGrace time.Duration
 }
 
-func (c QueueConfig) withDefaults() QueueConfig {
+// SweepAfter is how long past its deadline a job that is still not terminal is ended by the
+// overdue sweep: after its worker has stopped trying to record it.
+func (c QueueConfig) SweepAfter() time.Duration { return c.WithDefaults().RecordGrace + time.Minute }
+
+// SlotHold is how long past its deadline a job's concurrency slot is held if the job's end
+// never frees it: after the sweep has had its chance (it runs once a minute).
+func (c QueueConfig) SlotHold() time.Duration { return c.SweepAfter() + time.Minute }
+
+// WithDefaults fills the unset fields.
+func (c QueueConfig) WithDefaults() QueueConfig {
+	if c.JobTimeout <= 0 {
+		c.JobTimeout = DefaultJobTimeout
+	}
+	if c.RecordGrace <= 0 {
+		c.RecordGrace = DefaultRecordGrace
+	}
 	if c.MaxJobs <= 0 {
 		c.MaxJobs = 100_000
 	}
@@ -61,7 +96,7 @@ func (c QueueConfig) withDefaults() QueueConfig {
 		c.MaxAckPending = 4096
 	}
 	if c.MaxDeliver <= 0 {
-		c.MaxDeliver = 10
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
@@ -71,7 +106,7 @@ func (c QueueConfig) withDefaults() QueueConfig {
 
 // EnsureStream creates the job stream or updates it to cfg. It is idempotent.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Stream, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Sluice relay jobs",
@@ -93,7 +128,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) 
 // EnsureConsumer creates the workers' durable pull consumer or updates it to cfg. It is
 // idempotent; every worker process binds to the same consumer.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Consumer, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	c, err := js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "Sluice worker pool",

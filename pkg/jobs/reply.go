@@ -63,8 +63,9 @@ const flagMore = 1 // this event's data continues in the next message
 // event name (SSE event names are short words; a longer one costs a part of its own room).
 const replyOverhead = 3 + 2*binary.MaxVarintLen64
 
-// replier publishes the answer of one job attempt, in order, from one goroutine.
-type replier struct {
+// Replier publishes the answer of one job attempt, in order, from one goroutine. Its
+// messages are what an Assembler puts back together.
+type Replier struct {
 	nc      *nats.Conn
 	subject string
 	attempt uint64
@@ -73,19 +74,20 @@ type replier struct {
 	legacy  bool // header-based messages, for an ingress from before replyV1
 }
 
-// newReplier returns the replier of one attempt of job. A job that came as JSON came from an
-// ingress from before the binary forms, which reads only header-based replies.
-func newReplier(nc *nats.Conn, job *Job, attempt uint64) *replier {
+// NewReplier returns the Replier of one attempt (JetStream delivery) of job. A job that came
+// as JSON came from an ingress from before the binary forms, which reads only header-based
+// replies. An async job has no reply subject: its Replier sends nothing.
+func NewReplier(nc *nats.Conn, job *Job, attempt uint64) *Replier {
 	// Leave room for the framing and a final under the server's max payload.
 	maxPart := int(nc.MaxPayload()) - 4<<10
 	if maxPart <= 0 {
 		maxPart = 512 << 10
 	}
-	return &replier{nc: nc, subject: job.Reply, attempt: attempt, maxPart: maxPart, legacy: job.jsonWire}
+	return &Replier{nc: nc, subject: job.Reply, attempt: attempt, maxPart: maxPart, legacy: job.jsonWire}
 }
 
 // frame starts a message's payload with room for n more bytes.
-func (r *replier) frame(kind string, event string, more bool, n int) []byte {
+func (r *Replier) frame(kind string, event string, more bool, n int) []byte {
 	b := make([]byte, 0, replyOverhead+binary.MaxVarintLen64+len(event)+n)
 	var flags byte
 	if more {
@@ -98,12 +100,12 @@ func (r *replier) frame(kind string, event string, more bool, n int) []byte {
 	return append(b, event...)
 }
 
-func (r *replier) send(payload []byte) error {
+func (r *Replier) send(payload []byte) error {
 	r.seq++
 	return r.nc.Publish(r.subject, payload)
 }
 
-func (r *replier) publishPart(kind string, data []byte, event string, more bool) error {
+func (r *Replier) publishPart(kind string, data []byte, event string, more bool) error {
 	if r.subject == "" {
 		return nil // async job: nobody waits on a subject
 	}
@@ -124,9 +126,9 @@ func (r *replier) publishPart(kind string, data []byte, event string, more bool)
 	return r.send(append(r.frame(kind, event, more, len(data)), data...))
 }
 
-// event forwards one stream event; one larger than a NATS message goes as several parts,
-// each but the last marked "more", which the ingress joins before writing the event.
-func (r *replier) event(ev providers.Event) error {
+// Event forwards one stream event; one larger than a NATS message goes as several parts,
+// each but the last marked "more", which the Assembler joins before writing the event.
+func (r *Replier) Event(ev providers.Event) error {
 	data := ev.Data
 	for len(data) > r.maxPart {
 		if err := r.publishPart(KindEvent, data[:r.maxPart], ev.Name, true); err != nil {
@@ -137,9 +139,9 @@ func (r *replier) event(ev providers.Event) error {
 	return r.publishPart(KindEvent, data, ev.Name, false)
 }
 
-// finish sends the outcome and, before it or with it, a non-stream answer's body: with it
+// Finish sends the outcome and, before it or with it, a non-stream answer's body: with it
 // when both fit in one message, else the body first in as many slices as it takes.
-func (r *replier) finish(f *Final, body []byte) error {
+func (r *Replier) Finish(f *Final, body []byte) error {
 	if r.subject == "" {
 		return nil
 	}
@@ -167,8 +169,9 @@ func (r *replier) finish(f *Final, body []byte) error {
 	return r.send(append(b, body...))
 }
 
-// final sends the outcome alone.
-func (r *replier) final(f *Final) error { return r.finish(f, nil) }
+// Sent is how many messages this attempt has published so far: 0 means the caller has seen
+// nothing of it, so another worker may still run the whole job.
+func (r *Replier) Sent() int { return r.seq }
 
 // Reply is one message of a job's answer, as the ingress receives it.
 type Reply struct {

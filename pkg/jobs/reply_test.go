@@ -40,8 +40,8 @@ func TestReplyFormatFollowsJob(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rep := newReplier(nc, job, 1)
-			if err := rep.finish(&Final{JobID: "job_1", Status: "succeeded", StatusCode: 200, CostUSD: 0.5}, answer); err != nil {
+			rep := NewReplier(nc, job, 1)
+			if err := rep.Finish(&Final{JobID: "job_1", Status: "succeeded", StatusCode: 200, CostUSD: 0.5}, answer); err != nil {
 				t.Fatal(err)
 			}
 			var body []byte

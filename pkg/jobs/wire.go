@@ -1,6 +1,11 @@
 package jobs
 
 import (
+	"net/http"
+
+	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/tokens"
+
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -158,38 +163,17 @@ func decodeJSON(data []byte) (*Job, error) {
 	return &j, nil
 }
 
-// APIError is the error object of ../shared/API.md, plus the HTTP status it goes with.
-type APIError struct {
-	Status  int    `json:"status_code"`
-	Message string `json:"message"`
-	Type    string `json:"type"`
-	Param   string `json:"param,omitempty"`
-	Code    string `json:"code,omitempty"`
-	// RetryAfter, in seconds, is sent as a Retry-After header when set.
-	RetryAfter int `json:"retry_after,omitempty"`
-}
-
-// Error returns the message.
-func (e *APIError) Error() string { return e.Message }
-
 // Final is the last reply message of a job attempt.
 type Final struct {
 	JobID  string `json:"job_id"`
 	Status string `json:"status"` // succeeded, failed or canceled
 	// StatusCode is the HTTP status for the caller: the upstream's on success.
-	StatusCode int       `json:"status_code"`
-	Error      *APIError `json:"error,omitempty"`
-	Usage      *Usage    `json:"usage,omitempty"`
-	CostUSD    float64   `json:"cost_usd"`
+	StatusCode int           `json:"status_code"`
+	Error      *APIError     `json:"error,omitempty"`
+	Usage      *tokens.Usage `json:"usage,omitempty"`
+	CostUSD    float64       `json:"cost_usd"`
 	// Parts is how many sequenced parts preceded this message in this attempt.
 	Parts int `json:"parts"`
-}
-
-// Usage is a job's token count.
-type Usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
 }
 
 // appendFinal appends f's wire form to b:
@@ -215,7 +199,7 @@ func appendFinal(b []byte, f *Final) []byte {
 	if u := f.Usage; u != nil {
 		b = binary.AppendVarint(b, u.PromptTokens)
 		b = binary.AppendVarint(b, u.CompletionTokens)
-		b = binary.AppendVarint(b, u.TotalTokens)
+		b = binary.AppendVarint(b, u.Total()) // kept for readers that expect it
 	}
 	if e := f.Error; e != nil {
 		b = binary.AppendUvarint(b, uint64(max(e.Status, 0)))
@@ -303,7 +287,9 @@ func decodeFinal(b []byte) (*Final, error) {
 	flags := r.byte()
 	f := &Final{StatusCode: r.int(), Parts: r.int(), CostUSD: r.float64(), JobID: r.string(), Status: r.string()}
 	if flags&1 != 0 {
-		f.Usage = &Usage{PromptTokens: r.varint(), CompletionTokens: r.varint(), TotalTokens: r.varint()}
+		prompt, completion := r.varint(), r.varint()
+		_ = r.varint() // the total, derived
+		f.Usage = &tokens.Usage{PromptTokens: prompt, CompletionTokens: completion}
 	}
 	if flags&2 != 0 {
 		f.Error = &APIError{Status: r.int(), RetryAfter: r.int(), Message: r.string(), Type: r.string(),
@@ -313,4 +299,26 @@ func decodeFinal(b []byte) (*Final, error) {
 		return nil, errors.New("malformed final")
 	}
 	return f, nil
+}
+
+// FinalFromJob builds the final reply message of a finished job row.
+func FinalFromJob(row *store.Job) *Final {
+	f := &Final{JobID: row.ID, Status: row.Status, StatusCode: http.StatusOK}
+	if row.StatusCode != nil {
+		f.StatusCode = *row.StatusCode
+	}
+	if len(row.Error) > 0 {
+		var e APIError
+		if json.Unmarshal(row.Error, &e) == nil {
+			e.Status = f.StatusCode
+			f.Error = &e
+		}
+	}
+	if row.PromptTokens != nil && row.CompletionTokens != nil {
+		f.Usage = &tokens.Usage{PromptTokens: *row.PromptTokens, CompletionTokens: *row.CompletionTokens}
+	}
+	if row.CostUSD != nil {
+		f.CostUSD = *row.CostUSD
+	}
+	return f
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // benchAnswer is a small chat completion, what a worker records for a typical job.
@@ -106,7 +107,7 @@ func BenchmarkFinishJob(b *testing.B) {
 					for i := int(next.Add(1) - 1); i < b.N; i = int(next.Add(1) - 1) {
 						f, err := db.Store.FinishJob(context.Background(), store.Outcome{JobID: jobs[i].ID,
 							Status: store.StatusSucceeded, StatusCode: 200, Response: benchAnswer,
-							Usage: &store.Usage{PromptTokens: 31, CompletionTokens: 12}, Charge: true, Job: &jobs[i]})
+							Usage: &tokens.Usage{PromptTokens: 31, CompletionTokens: 12}, Charge: true, Job: &jobs[i]})
 						if err != nil || !f.Applied {
 							b.Errorf("FinishJob: applied=%v err=%v", f.Applied, err)
 							return
@@ -189,7 +190,7 @@ func BenchmarkFinishJobsBatch(b *testing.B) {
 						for i := range int(n) {
 							jobs[i] = benchNewJob(keys[i%len(keys)])
 							batch = append(batch, store.Outcome{JobID: jobs[i].ID, Status: store.StatusSucceeded,
-								StatusCode: 200, Response: benchAnswer, Usage: &store.Usage{PromptTokens: 31,
+								StatusCode: 200, Response: benchAnswer, Usage: &tokens.Usage{PromptTokens: 31,
 									CompletionTokens: 12}, Charge: true, Job: &jobs[i]})
 						}
 						fs, err := db.Store.FinishJobs(context.Background(), batch)

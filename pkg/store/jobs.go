@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/sluicehq/sluice/pkg/tokens"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -210,14 +212,6 @@ func (s *Store) StartJobs(ctx context.Context, js []NewJob) ([]Started, error) {
 	return out, nil
 }
 
-// Usage is the token count of one job.
-type Usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	// Estimated is true when the upstream reported no usage and Sluice counted it itself.
-	Estimated bool `json:"-"`
-}
-
 // Outcome is how a job ended.
 type Outcome struct {
 	JobID      string
@@ -227,7 +221,7 @@ type Outcome struct {
 	Response   json.RawMessage // the upstream's answer (JSON), if any
 	Error      json.RawMessage // the API error object, if the job failed
 	// Usage is recorded and, if Charge, priced and charged to the key.
-	Usage  *Usage
+	Usage  *tokens.Usage
 	Charge bool
 	// Job, if set, describes the job so that its row is created if it does not exist yet (a
 	// sync job finishing on its first delivery has no row until now).
@@ -395,14 +389,16 @@ func collectJob(rows pgx.Rows, id string) (Job, error) {
 	return j, nil
 }
 
-// ExpireOverdue ends, as failed with a 504 timeout error, every job still unfinished grace
-// after its deadline: a safety net for jobs whose message was lost to a crash between insert
-// and publish, or that ran out of deliveries. It returns the ids it ended.
-func (s *Store) ExpireOverdue(ctx context.Context, grace time.Duration) ([]string, error) {
+// ExpireOverdue ends, as failed with a 504 and the error errJSON (the caller's timeout
+// error: jobs.Timeout(), so the sweep's rows read like the worker's), every job still
+// unfinished grace after its deadline: a safety net for jobs whose message was lost to a
+// crash between insert and publish, or that ran out of deliveries. It returns the ids it
+// ended.
+func (s *Store) ExpireOverdue(ctx context.Context, grace time.Duration, errJSON json.RawMessage) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `UPDATE jobs SET status = 'failed', status_code = 504, finished_at = now(),
-			error = '{"message":"the job did not finish before its deadline","type":"timeout_error","code":"job_timeout"}'
+			error = $2
 		WHERE finished_at IS NULL AND deadline < now() - make_interval(secs => $1)
-		RETURNING id`, grace.Seconds())
+		RETURNING id`, grace.Seconds(), string(errJSON))
 	if err != nil {
 		return nil, fmt.Errorf("expire overdue jobs: %w", err)
 	}

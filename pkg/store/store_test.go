@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 func TestMain(m *testing.M) {
@@ -91,7 +92,7 @@ func TestFinishJobChargesOnce(t *testing.T) {
 		t.Fatalf("started job = %s attempts %d, want running 1", j.Status, j.Attempts)
 	}
 	out := store.Outcome{JobID: j.ID, Status: store.StatusSucceeded, StatusCode: 200,
-		Response: json.RawMessage(`{"ok":true}`), Usage: &store.Usage{PromptTokens: 1000, CompletionTokens: 500}, Charge: true}
+		Response: json.RawMessage(`{"ok":true}`), Usage: &tokens.Usage{PromptTokens: 1000, CompletionTokens: 500}, Charge: true}
 
 	// Sixteen racing deliveries of the same outcome: exactly one applies.
 	var wg sync.WaitGroup
@@ -192,7 +193,7 @@ func TestExpireOverdue(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := startJob(t, db.Store, k.ID, "m")
-	expired, err := db.Store.ExpireOverdue(ctx, time.Minute)
+	expired, err := db.Store.ExpireOverdue(ctx, time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`))
 	if err != nil || len(expired) != 1 || expired[0] == live.ID {
 		t.Fatalf("ExpireOverdue = %v, %v; want the one overdue job", expired, err)
 	}
@@ -210,7 +211,7 @@ func TestDeleteFinishedBeforeKeepsLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: old.ID, Status: store.StatusSucceeded, StatusCode: 200,
-		Response: json.RawMessage(`{}`), Usage: &store.Usage{PromptTokens: 1, CompletionTokens: 1}, Charge: true}); err != nil {
+		Response: json.RawMessage(`{}`), Usage: &tokens.Usage{PromptTokens: 1, CompletionTokens: 1}, Charge: true}); err != nil {
 		t.Fatal(err)
 	}
 	live := startJob(t, db.Store, k.ID, "m") // recent and unfinished: never deleted
@@ -243,7 +244,7 @@ func TestFinishJobsBatchCreatesRowsOnce(t *testing.T) {
 	for range 3 {
 		id := ids.New("job")
 		batch = append(batch, store.Outcome{JobID: id, Status: store.StatusSucceeded, StatusCode: 200,
-			Response: json.RawMessage(`{"ok":1}`), Usage: &store.Usage{PromptTokens: 100, CompletionTokens: 50}, Charge: true,
+			Response: json.RawMessage(`{"ok":1}`), Usage: &tokens.Usage{PromptTokens: 100, CompletionTokens: 50}, Charge: true,
 			Job: &store.NewJob{ID: id, KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m",
 				Request: json.RawMessage(`{"model":"m"}`), CreatedAt: now, Deadline: now.Add(time.Minute), Attempt: 1}})
 	}
@@ -384,7 +385,7 @@ func TestSpendCountsLegacyColumn(t *testing.T) {
 	for range 3 { // three batches: each lands in some shard
 		id := ids.New("job")
 		if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: id, Status: store.StatusSucceeded, StatusCode: 200,
-			Usage: &store.Usage{PromptTokens: 1_000_000, CompletionTokens: 0}, Charge: true,
+			Usage: &tokens.Usage{PromptTokens: 1_000_000, CompletionTokens: 0}, Charge: true,
 			Job: &store.NewJob{ID: id, KeyID: k.ID, Endpoint: "/v1/chat/completions", Model: "m", CreatedAt: now,
 				Deadline: now.Add(time.Minute), Attempt: 1}}); err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // queueJob creates a queued async job with webhook URL hook ("" for none).
@@ -76,7 +77,7 @@ func TestWebhookDeliveryCreatedWhenJobEnds(t *testing.T) {
 			for range 2 { // a redelivery finishes it again: still one delivery
 				if _, err := db.Store.FinishJob(t.Context(), store.Outcome{JobID: j.ID, Status: store.StatusSucceeded,
 					StatusCode: 200, Response: json.RawMessage(`{"ok":true}`),
-					Usage: &store.Usage{PromptTokens: 3, CompletionTokens: 4}, Charge: true}); err != nil {
+					Usage: &tokens.Usage{PromptTokens: 3, CompletionTokens: 4}, Charge: true}); err != nil {
 					t.Fatalf("FinishJob: %v", err)
 				}
 			}
@@ -92,7 +93,7 @@ func TestWebhookDeliveryCreatedWhenJobEnds(t *testing.T) {
 			if _, err := db.Pool.Exec(t.Context(), `UPDATE jobs SET deadline = now() - interval '1 hour' WHERE id = $1`, j.ID); err != nil {
 				t.Fatal(err)
 			}
-			if ended, err := db.Store.ExpireOverdue(t.Context(), time.Minute); err != nil || len(ended) != 1 {
+			if ended, err := db.Store.ExpireOverdue(t.Context(), time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`)); err != nil || len(ended) != 1 {
 				t.Fatalf("ExpireOverdue = %v, %v; want the job", ended, err)
 			}
 		}, 1},

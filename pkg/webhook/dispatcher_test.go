@@ -1,4 +1,4 @@
-package jobs
+package webhook
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
 	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -164,7 +165,7 @@ func succeededDelivery(id, url string, created time.Time) store.Delivery {
 	finished := created
 	code, pt, ct, cost := 200, int64(12), int64(5), 0.000123
 	return store.Delivery{URL: url, Secret: secret.Secret(testSecret), CreatedAt: created, Job: store.Job{
-		ID: id, KeyID: "key_test", Endpoint: EndpointChat, Model: "gpt-4o-mini", Async: true, Status: store.StatusSucceeded,
+		ID: id, KeyID: "key_test", Endpoint: jobs.EndpointChat, Model: "gpt-4o-mini", Async: true, Status: store.StatusSucceeded,
 		Attempts: 1, Metadata: map[string]string{"customer": "42"}, StatusCode: &code,
 		Response: json.RawMessage(`{"id":"chatcmpl-1","object":"chat.completion"}`), PromptTokens: &pt,
 		CompletionTokens: &ct, CostUSD: &cost, CreatedAt: created.Add(-time.Second), StartedAt: &finished,
@@ -368,7 +369,7 @@ func TestDispatcherWakesOnDoneEvent(t *testing.T) {
 	st.waitFor(t, "the first claim", func() bool { return len(st.claims) == 1 })
 	del := succeededDelivery("job_woken", srv.URL, time.Now())
 	st.add(del)
-	if err := nc.Publish(DonePrefix+del.Job.ID, nil); err != nil {
+	if err := nc.Publish(jobs.DonePrefix+del.Job.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	st.waitFor(t, "delivery after the done event", func() bool { return st.delivered[del.Job.ID] == http.StatusOK })

@@ -1,6 +1,9 @@
-package jobs
+package webhook
 
 import (
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/slots"
+
 	"bytes"
 	"cmp"
 	"context"
@@ -109,7 +112,7 @@ func NewDispatcher(cfg DispatcherConfig, st DeliveryStore, nc *nats.Conn, log *s
 func (d *Dispatcher) Run(ctx context.Context) {
 	wake := make(chan struct{}, 1)
 	if d.nc != nil {
-		sub, err := d.nc.Subscribe(DonePrefix+"*", func(*nats.Msg) {
+		sub, err := d.nc.Subscribe(jobs.DonePrefix+"*", func(*nats.Msg) {
 			select {
 			case wake <- struct{}{}:
 			default: // a wake-up is already pending
@@ -127,14 +130,13 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	// receiver off mid-answer and leave the delivery to wait out its lease.
 	sendCtx := context.WithoutCancel(ctx)
 	work := make(chan store.Delivery)
-	free := make(chan struct{}, d.cfg.Concurrency) // one token per idle sender
+	free := slots.New(d.cfg.Concurrency) // one token per idle sender
 	var senders sync.WaitGroup
 	for range d.cfg.Concurrency {
-		free <- struct{}{}
 		senders.Go(func() {
 			for del := range work {
 				d.deliver(sendCtx, del)
-				free <- struct{}{}
+				free.Put(1)
 			}
 		})
 	}
@@ -142,8 +144,8 @@ func (d *Dispatcher) Run(ctx context.Context) {
 
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
-	for takeSlot(ctx, free) {
-		k := 1 + drain(free)
+	for free.Take(ctx) {
+		k := 1 + free.TakeIdle()
 		dels, err := d.st.ClaimDeliveries(ctx, k, d.cfg.Lease)
 		if err != nil && ctx.Err() == nil {
 			d.log.WarnContext(ctx, "claim webhook deliveries", "err", err)
@@ -151,14 +153,12 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		for _, del := range dels {
 			work <- del // k senders are idle, or about to be
 		}
-		for range k - len(dels) {
-			free <- struct{}{}
-		}
+		free.Put(k - len(dels))
 		switch {
 		case len(dels) == k:
 			continue // there may be more due right now
 		case err != nil:
-			pause(ctx, d.cfg.PollInterval) // Postgres away: don't spin on every done event
+			slots.Sleep(ctx, d.cfg.PollInterval) // Postgres away: don't spin on every done event
 			continue
 		}
 		select {

@@ -1,6 +1,8 @@
-package jobs
+package webhook
 
 import (
+	"github.com/sluicehq/sluice/pkg/tokens"
+
 	"encoding/json"
 
 	"github.com/sluicehq/sluice/pkg/store"
@@ -18,7 +20,7 @@ type JobObject struct {
 	FinishedAt *int64            `json:"finished_at"`
 	Attempts   int               `json:"attempts"`
 	Metadata   map[string]string `json:"metadata"`
-	Usage      *Usage            `json:"usage"`
+	Usage      *tokens.Usage     `json:"usage"`
 	CostUSD    *float64          `json:"cost_usd"`
 	Response   *JobResponse      `json:"response"`
 	Error      map[string]any    `json:"error"`
@@ -47,8 +49,7 @@ func Object(j *store.Job) *JobObject {
 		o.Metadata = map[string]string{}
 	}
 	if j.PromptTokens != nil && j.CompletionTokens != nil {
-		o.Usage = &Usage{PromptTokens: *j.PromptTokens, CompletionTokens: *j.CompletionTokens,
-			TotalTokens: *j.PromptTokens + *j.CompletionTokens}
+		o.Usage = &tokens.Usage{PromptTokens: *j.PromptTokens, CompletionTokens: *j.CompletionTokens}
 	}
 	code := 0
 	if j.StatusCode != nil {

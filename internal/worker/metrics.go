@@ -1,4 +1,4 @@
-package jobs
+package worker
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -1,4 +1,4 @@
-package jobs
+package webhook
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 // ErrPrivateTarget means a webhook URL points at a loopback, private or link-local address.
 var ErrPrivateTarget = errors.New("webhook URL resolves to a loopback, private or link-local address")
 
-// CheckWebhookURL validates a webhook URL at submit time: http or https, a host, and — unless
+// CheckURL validates a webhook URL at submit time: http or https, a host, and — unless
 // allowPrivate — no address of the host in a loopback, private, link-local, CGNAT, multicast
 // or unspecified range. Delivery checks the address actually dialled again (DNS can change).
-func CheckWebhookURL(ctx context.Context, raw string, allowPrivate bool) error {
+func CheckURL(ctx context.Context, raw string, allowPrivate bool) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
 		return errors.New("webhook URL must be an absolute http or https URL")

@@ -1,4 +1,4 @@
-package jobs
+package route
 
 import (
 	"context"
@@ -25,8 +25,8 @@ type ChannelSource interface {
 // BuildFunc makes the adapter for a channel.
 type BuildFunc func(kind, baseURL string, apiKey secret.Secret) (providers.Provider, error)
 
-// Route is one way to serve a model: a channel, its adapter and the model name upstream.
-type Route struct {
+// Target is one way to serve a model: a channel, its adapter and the model name upstream.
+type Target struct {
 	Channel       store.Channel
 	Provider      providers.Provider
 	UpstreamModel string
@@ -40,7 +40,7 @@ type Router struct {
 	build   BuildFunc // nil: index models only (the ingress)
 	log     *slog.Logger
 	mu      sync.RWMutex
-	byModel map[string][]Route
+	byModel map[string][]Target
 	cool    map[string]time.Time // channel id → not before
 	fails   map[string]int       // channel id → consecutive retryable failures
 	now     func() time.Time
@@ -52,7 +52,7 @@ type Router struct {
 
 // NewRouter returns a Router; call Refresh once, then Run to keep it fresh.
 func NewRouter(src ChannelSource, build BuildFunc, log *slog.Logger) *Router {
-	return &Router{src: src, build: build, log: log, byModel: map[string][]Route{}, cool: map[string]time.Time{}, fails: map[string]int{}, removed: map[string]time.Time{}, now: time.Now,
+	return &Router{src: src, build: build, log: log, byModel: map[string][]Target{}, cool: map[string]time.Time{}, fails: map[string]int{}, removed: map[string]time.Time{}, now: time.Now,
 		nudge: make(chan struct{}, 1)}
 }
 
@@ -66,7 +66,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 	r.mu.RLock()
 	removed := maps.Clone(r.removed)
 	r.mu.RUnlock()
-	idx := map[string][]Route{}
+	idx := map[string][]Target{}
 	for _, ch := range chs {
 		// A channel removed here after this read began may still read enabled in it.
 		if !ch.Enabled || removed[ch.ID].After(began) {
@@ -84,11 +84,11 @@ func (r *Router) Refresh(ctx context.Context) error {
 			if mapped, ok := ch.ModelMap[m]; ok {
 				up = mapped
 			}
-			idx[m] = append(idx[m], Route{Channel: ch, Provider: p, UpstreamModel: up})
+			idx[m] = append(idx[m], Target{Channel: ch, Provider: p, UpstreamModel: up})
 		}
 		for alias, up := range ch.ModelMap {
 			if !slices.Contains(ch.Models, alias) {
-				idx[alias] = append(idx[alias], Route{Channel: ch, Provider: p, UpstreamModel: up})
+				idx[alias] = append(idx[alias], Target{Channel: ch, Provider: p, UpstreamModel: up})
 			}
 		}
 	}
@@ -160,11 +160,11 @@ func (r *Router) Has(model string) bool {
 // Pick chooses a route for model, skipping channels in tried. When every untried channel is
 // cooling down it returns the one that is ready soonest and how long until then. ok is false
 // when no untried channel serves the model.
-func (r *Router) Pick(model string, tried map[string]bool) (route Route, wait time.Duration, ok bool) {
+func (r *Router) Pick(model string, tried map[string]bool) (t Target, wait time.Duration, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	now := r.now()
-	var ready, cooling []Route
+	var ready, cooling []Target
 	for _, rt := range r.byModel[model] {
 		if tried[rt.Channel.ID] {
 			continue
@@ -177,7 +177,7 @@ func (r *Router) Pick(model string, tried map[string]bool) (route Route, wait ti
 	}
 	if len(ready) == 0 {
 		if len(cooling) == 0 {
-			return Route{}, 0, false
+			return Target{}, 0, false
 		}
 		best := cooling[0]
 		for _, rt := range cooling[1:] {
@@ -191,7 +191,7 @@ func (r *Router) Pick(model string, tried map[string]bool) (route Route, wait ti
 	for _, rt := range ready {
 		top = max(top, rt.Channel.Priority)
 	}
-	var tier []Route
+	var tier []Target
 	total := 0
 	for _, rt := range ready {
 		if rt.Channel.Priority == top {
@@ -250,7 +250,7 @@ func (r *Router) Remove(channelID string) {
 	defer r.mu.Unlock()
 	r.removed[channelID] = r.now()
 	for m, routes := range r.byModel {
-		r.byModel[m] = slices.DeleteFunc(slices.Clone(routes), func(rt Route) bool { return rt.Channel.ID == channelID })
+		r.byModel[m] = slices.DeleteFunc(slices.Clone(routes), func(rt Target) bool { return rt.Channel.ID == channelID })
 	}
 }
 

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/secret"
+)
+
+// Common is the settings the ingress and the worker both read, declared once and embedded
+// in each binary's Config, so the two cannot disagree about a name, a default or a range.
+type Common struct {
+	DatabaseURL         secret.Secret `env:"DATABASE_URL,required,notEmpty"`
+	NATSURL             string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	EncryptionKey       secret.Secret `env:"SLUICE_ENCRYPTION_KEY,required,notEmpty"`
+	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
+	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s"`
+	QueueMaxJobs        int64         `env:"QUEUE_MAX_JOBS" envDefault:"100000"`
+	DBMaxConns          int32         `env:"DB_MAX_CONNS" envDefault:"16"`
+	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
+	ChannelRefresh      time.Duration `env:"CHANNEL_REFRESH" envDefault:"10s"`
+	LogLevel            slog.Level    `env:"LOG_LEVEL" envDefault:"info"`
+	PprofAddr           string        `env:"PPROF_ADDR"`
+}
+
+// Check reports each out-of-range common setting through check, as each Config's
+// Validate does for its own.
+func (c *Common) Check(check func(ok bool, format string, args ...any)) {
+	check(c.JobTimeout >= time.Second && c.JobTimeout <= 24*time.Hour, "JOB_TIMEOUT=%s: want 1s..24h", c.JobTimeout)
+	check(c.ShutdownGrace >= 0, "SHUTDOWN_GRACE=%s: want >= 0", c.ShutdownGrace)
+	check(c.QueueMaxJobs >= 1, "QUEUE_MAX_JOBS=%d: want at least 1", c.QueueMaxJobs)
+	check(c.DBMaxConns >= 1, "DB_MAX_CONNS=%d: want at least 1", c.DBMaxConns)
+	check(c.ChannelRefresh >= 100*time.Millisecond, "CHANNEL_REFRESH=%s: want at least 100ms", c.ChannelRefresh)
+}
+
+// Queue is the job queue's configuration as both binaries must see it.
+func (c *Common) Queue() jobs.QueueConfig {
+	return jobs.QueueConfig{MaxJobs: c.QueueMaxJobs, JobTimeout: c.JobTimeout}
+}
+
+// Checker collects range errors for a Validate method: check(ok, format, args…) records
+// one when ok is false; errs returns them all.
+func Checker() (check func(ok bool, format string, args ...any), errs func() []error) {
+	var list []error
+	return func(ok bool, format string, args ...any) {
+			if !ok {
+				list = append(list, fmt.Errorf(format, args...))
+			}
+		}, func() []error {
+			return list
+		}
+}

@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/route"
+	"github.com/sluicehq/sluice/pkg/slots"
+)
+
+// channelDisabler is what the retry policy needs from Postgres.
+type channelDisabler interface {
+	DisableChannel(ctx context.Context, id, reason string) error
+}
+
+// caller runs a job's upstream attempts: retry, failover and backoff. It sees only the
+// router, its own settings and what it reports to; not the pool's bookkeeping.
+type caller struct {
+	cfg     PoolConfig
+	router  *route.Router
+	rec     channelDisabler
+	nc      *nats.Conn
+	metrics *Metrics
+}
+
+// run calls upstream with retries and failover until success, a terminal error, or the end
+// of ctx, and says how the job ended.
+func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *jobs.Replier) outcome {
+	tried := map[string]bool{}
+	var last *providers.Error
+	lastChannel := ""
+	emitted := 0
+	emit := func(ev providers.Event) error {
+		emitted++
+		return rep.Event(ev)
+	}
+	for attempt := 1; ; attempt++ {
+		rt, wait, ok := c.router.Pick(job.Model, tried)
+		if !ok && len(tried) > 0 { // every channel tried once: go round again
+			clear(tried)
+			rt, wait, ok = c.router.Pick(job.Model, tried)
+		}
+		if !ok && attempt == 1 && c.router.RefreshIfOlder(ctx, job.CreatedAt) == nil {
+			// The ingress knew this model when it took the job, so a channel may have been
+			// added after this worker last looked.
+			rt, wait, ok = c.router.Pick(job.Model, tried)
+		}
+		if !ok {
+			if last != nil {
+				return upstreamFailure(last, attempt-1)
+			}
+			e := jobs.Overloaded("no_channel", fmt.Sprintf("No upstream channel is available for model %q.", job.Model))
+			e.RetryAfter = 5
+			return failed(e)
+		}
+		// Another channel is tried at once; the same one again only after a backoff, and a
+		// cooling one (Retry-After, circuit open) only once it has cooled.
+		if rt.Channel.ID == lastChannel {
+			wait = max(wait, c.backoff(attempt-1))
+		}
+		if wait > 0 {
+			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+				if last != nil {
+					return upstreamFailure(last, attempt-1) // the next try could not finish in time
+				}
+				e := jobs.Overloaded("channels_cooling", fmt.Sprintf("Every upstream channel for model %q is cooling down.", job.Model))
+				e.RetryAfter = int(wait.Round(time.Second).Seconds()) + 1
+				return failed(e)
+			}
+			if last != nil {
+				log.WarnContext(ctx, "upstream failed; retrying", "channel_id", lastChannel, "status", last.StatusCode,
+					"err", last, "retry_in", wait)
+			}
+			slots.Sleep(ctx, wait)
+		}
+		if ctx.Err() != nil {
+			return ended(ctx, job, nil, emitted, rt.Channel.ID)
+		}
+		body, err := job.Body, error(nil)
+		if rt.UpstreamModel != job.Model { // the ingress checked the body is an object
+			body, err = setModel(job.Body, rt.UpstreamModel)
+		}
+		if err != nil {
+			return failed(jobs.BadRequest("", "The request body must be a JSON object."))
+		}
+		began := time.Now()
+		res, err := rt.Provider.Do(ctx, &providers.Request{Endpoint: job.Endpoint, Body: body, Stream: job.Stream,
+			WantUsageChunk: job.WantUsageChunk}, emit)
+		if err == nil {
+			c.metrics.upstream.WithLabelValues(rt.Channel.Provider, "ok").Observe(time.Since(began).Seconds())
+			c.router.Succeeded(rt.Channel.ID)
+			return success(job, res, emitted, rt.Channel.ID)
+		}
+		perr, isProv := errors.AsType[*providers.Error](err)
+		if !isProv {
+			perr = &providers.Error{Provider: rt.Channel.Provider, Err: err}
+		}
+		c.metrics.upstream.WithLabelValues(rt.Channel.Provider, outcomeLabel(perr)).Observe(time.Since(began).Seconds())
+		if ctx.Err() != nil {
+			return ended(ctx, job, res, emitted, rt.Channel.ID)
+		}
+		if emitted > 0 { // the caller has part of a stream: it cannot be retried
+			return upstreamFailure(perr, attempt).withUsage(reportedUsage(res), rt.Channel.ID)
+		}
+		last, lastChannel = perr, rt.Channel.ID
+		tried[rt.Channel.ID] = true
+		switch {
+		case perr.StatusCode == http.StatusUnauthorized || perr.StatusCode == http.StatusForbidden:
+			// The channel's own key is bad, not the caller's request: take the channel out of
+			// service, visibly, and try another.
+			c.disable(ctx, log, rt.Channel.ID, perr)
+		case !perr.Retryable():
+			return passThrough(perr)
+		default:
+			c.router.Failed(rt.Channel.ID, perr.RetryAfter)
+		}
+		if attempt >= c.cfg.MaxAttempts {
+			return upstreamFailure(perr, attempt)
+		}
+	}
+}
+
+// disable turns a channel off in Postgres and in this worker's index, and tells the others.
+func (c *caller) disable(ctx context.Context, log *slog.Logger, channelID string, e *providers.Error) {
+	c.router.Remove(channelID)
+	reason := fmt.Sprintf("upstream rejected the channel's API key (%d) at %s", e.StatusCode, time.Now().UTC().Format(time.RFC3339))
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := c.rec.DisableChannel(dctx, channelID, reason); err != nil {
+		log.ErrorContext(ctx, "disable channel", "channel_id", channelID, "err", err)
+		return
+	}
+	log.ErrorContext(ctx, "channel disabled: upstream rejected its API key", "channel_id", channelID, "status", e.StatusCode)
+	route.AnnounceChannelsChanged(c.nc)
+}
+
+// backoff is the wait before retry attempt (1, 2, …) on the same channel: RetryBase doubled
+// each time, capped at RetryMax, with jitter in [d/2, d].
+func (c *caller) backoff(attempt int) time.Duration {
+	d := c.cfg.RetryBase << (attempt - 1)
+	d = min(d, c.cfg.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// setModel rewrites the body's "model" to the upstream's name for it.
+func setModel(body json.RawMessage, model string) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	if m == nil { // the body was null: not an object either
+		return nil, errors.New("body is null")
+	}
+	var cur string
+	if json.Unmarshal(m["model"], &cur) == nil && cur == model {
+		return body, nil
+	}
+	b, _ := json.Marshal(model)
+	m["model"] = b
+	return json.Marshal(m)
+}

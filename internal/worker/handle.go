@@ -1,0 +1,159 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// delivery is one JetStream delivery of a job, as handle works it.
+type delivery struct {
+	msg       jetstream.Msg
+	job       *jobs.Job
+	delivered int // NumDelivered
+	rep       *jobs.Replier
+	log       *slog.Logger
+}
+
+// handle runs one delivery of a job: start it in Postgres, call upstream, record the result,
+// reply, ack. Every path ends in exactly one decision of deliver.go.
+// ctx is the job's context (cancelled at the end of the shutdown grace); hard is what
+// recording runs under: it survives ctx, so an outcome is still recorded after a shutdown
+// cancel, but ends a few seconds later, so a worker whose Postgres is away still stops (its
+// unrecorded jobs go back to the queue).
+func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		apply(p.log, msg, p.policy.decide(situation{end: endUnreadable}))
+		return
+	}
+	job, err := jobs.Decode(msg.Data())
+	if err != nil {
+		p.log.ErrorContext(ctx, "dropping malformed job", "err", err, "stream_seq", md.Sequence.Stream)
+		apply(p.log, msg, p.policy.decide(situation{end: endUnreadable, delivered: int(md.NumDelivered)}))
+		return
+	}
+	d := &delivery{msg: msg, job: job, delivered: int(md.NumDelivered), rep: jobs.NewReplier(p.nc, job, md.NumDelivered),
+		log: p.log.With("job_id", job.ID, "key_id", job.KeyID, "model", job.Model, "attempt", md.NumDelivered)}
+	defer p.held.hold(md.Sequence.Stream, msg)()
+	p.metrics.busy.Inc()
+	defer p.metrics.busy.Dec()
+
+	deadline := job.Deadline
+	if limit := job.CreatedAt.Add(p.cfg.Queue.JobTimeout); limit.Before(deadline) {
+		deadline = limit
+	}
+	// Recording may outlive the job's context (shutdown, deadline) by RecordGrace — counted
+	// from now if the job arrives late — but not the worker's hard stop.
+	recordCtx, cancelRecord := context.WithDeadline(hard, later(deadline, time.Now()).Add(p.cfg.Queue.RecordGrace))
+	defer cancelRecord()
+
+	// Recover panics here, at the job boundary: record an internal failure instead of losing
+	// the job or taking the process down.
+	defer func() {
+		if r := recover(); r != nil {
+			d.log.ErrorContext(ctx, "job panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			p.finish(recordCtx, d, failed(jobs.NewError(500, "internal_error", "", "Internal error while running the job.")))
+		}
+	}()
+
+	cancelled := p.held.cancelledBefore(job.ID)
+	var row store.Job
+	// A sync job on its first delivery has no row yet and no earlier result: its row is
+	// written once, with its outcome, which keeps one Postgres write on the hot path. Async
+	// jobs (their row exists and must read "running") and redeliveries check in first.
+	if job.Async || d.delivered > 1 || cancelled {
+		var started bool
+		err = retryStore(recordCtx, d.log, "start job", func(ctx context.Context) error {
+			st, err := p.start.Do(ctx, newJobRow(job, d.delivered))
+			row, started = st.Job, st.Started
+			return err
+		})
+		if err != nil {
+			p.giveBack(d, err)
+			return
+		}
+		if !started { // already ended: a redelivery after recording, or cancelled while queued
+			d.log.InfoContext(ctx, "job already finished; replaying its answer", "status", row.Status)
+			p.replay(ctx, d, &row)
+			return
+		}
+	}
+	if row.CancelRequested || cancelled { // cancelled while no worker held it
+		p.finish(recordCtx, d, failedAs(store.StatusCanceled, jobs.Canceled()))
+		return
+	}
+	if !time.Now().Before(deadline) {
+		p.finish(recordCtx, d, timedOut(nil, ""))
+		return
+	}
+
+	jctx, cancelJob := context.WithCancelCause(ctx)
+	jctx, cancelDeadline := context.WithDeadlineCause(jctx, deadline, ErrJobTimeout)
+	unregister := p.held.run(job.ID, cancelJob)
+	out, cause := func() (outcome, error) {
+		defer func() { // also on a panic, which the recover above turns into a failure
+			cancelDeadline()
+			cancelJob(nil)
+			unregister()
+		}()
+		out := p.caller.run(jctx, d.log, job, d.rep)
+		return out, context.Cause(jctx)
+	}()
+
+	if errors.Is(cause, ErrShutdown) {
+		dec := p.policy.decide(situation{end: endShutdown, delivered: d.delivered, sent: d.rep.Sent()})
+		if dec.act != actSettle {
+			// Nothing reached the caller yet: another worker can run the whole job.
+			d.log.InfoContext(ctx, "returning job to the queue at shutdown")
+			apply(d.log, msg, dec)
+			return
+		}
+	}
+	p.finish(recordCtx, d, out)
+}
+
+// newJobRow is the row of job as of this delivery.
+func newJobRow(job *jobs.Job, delivered int) store.NewJob {
+	return store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Async: job.Async,
+		Request: storedRequest(job), CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: delivered,
+		HoldsSlot: job.HoldsSlot}
+}
+
+// storedRequest is the request body a job's row keeps: an async job's, which is part of
+// the job its owner created (its row already has it), and not a sync call's. A sync
+// call's prompt is not needed to answer or replay it, so it is not kept (nor are streamed
+// answers); its answer is, for a replay after a lost reply.
+func storedRequest(job *jobs.Job) json.RawMessage {
+	if job.Async {
+		return job.Body
+	}
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// giveBack settles a delivery whose start or outcome Postgres did not take.
+func (p *Pool) giveBack(d *delivery, err error) {
+	dec := p.policy.decide(situation{end: endStoreFailed, delivered: d.delivered, permanent: errors.Is(err, store.ErrPermanent)})
+	if dec.act == actTerm {
+		d.log.Error("cannot record job; dropping it", "err", err)
+	} else {
+		d.log.Warn("cannot record job; returning it to the queue", "err", err)
+	}
+	apply(d.log, d.msg, dec)
+}

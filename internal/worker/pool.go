@@ -1,0 +1,188 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/sluicehq/sluice/internal/batch"
+	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/route"
+	"github.com/sluicehq/sluice/pkg/slots"
+	"github.com/sluicehq/sluice/pkg/store"
+)
+
+// Recorder is what the pool needs from Postgres.
+type Recorder interface {
+	StartJobs(ctx context.Context, js []store.NewJob) ([]store.Started, error)
+	FinishJobs(ctx context.Context, os []store.Outcome) ([]store.Finished, error)
+	Job(ctx context.Context, keyID, id string) (store.Job, error)
+	DisableChannel(ctx context.Context, id, reason string) error
+}
+
+// PoolConfig tunes a Pool. Zero fields take the defaults noted. The queue's settings
+// (JobTimeout, AckWait, MaxDeliver, the record grace) come from Queue, the same
+// jobs.QueueConfig the stream and consumer were made with, so they cannot disagree.
+type PoolConfig struct {
+	Queue         jobs.QueueConfig
+	Concurrency   int           // jobs in flight in this process (64)
+	ShutdownGrace time.Duration // in-flight jobs get this long to finish at shutdown (30s)
+	MaxAttempts   int           // upstream attempts per job, across channels (3)
+	RetryBase     time.Duration // first retry backoff, doubled each time, with jitter (250ms)
+	RetryMax      time.Duration // cap on one backoff (5s)
+	FetchWait     time.Duration // longest wait of one pull request (5s)
+}
+
+func (c PoolConfig) withDefaults() PoolConfig {
+	c.Queue = c.Queue.WithDefaults()
+	c.Concurrency = cmp.Or(c.Concurrency, 64)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, 30*time.Second)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, 3)
+	c.RetryBase = cmp.Or(c.RetryBase, 250*time.Millisecond)
+	c.RetryMax = cmp.Or(c.RetryMax, 5*time.Second)
+	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
+	return c
+}
+
+// Pool runs jobs from the shared consumer on a bounded pool of goroutines. Its concerns
+// live in separate files: this one fetches for free slots and shuts down; held.go keeps
+// heartbeats and cancels; handle.go runs one delivery; deliver.go decides Ack, Nak or Term;
+// attempt.go calls upstream with retries and failover; record.go settles and replies.
+type Pool struct {
+	cfg     PoolConfig
+	nc      *nats.Conn
+	cons    jetstream.Consumer
+	rec     Recorder
+	log     *slog.Logger
+	metrics *Metrics
+	held    *held
+	caller  *caller
+	policy  deliveryPolicy
+
+	settle *batch.Batcher[store.Outcome, store.Finished] // job outcomes, written in batches
+	start  *batch.Batcher[store.NewJob, store.Started]   // job starts (async jobs, redeliveries), in batches
+}
+
+// hardStopAfter is how long past the shutdown grace a job may still try to record its outcome.
+const hardStopAfter = 10 * time.Second
+
+// settlers is how many batches of outcomes (and, separately, of starts) may be written at
+// once; outcomes that arrive while a batch commits wait for the next. With the key's spend
+// in shards (migration 0006) one writer with larger batches costs Postgres less per job:
+// sync c=64 alternating in one sitting, 1 settler 4,431 and 4,058 req/s, 2 settlers 3,595
+// and 3,093; c=1 latency unchanged within noise (docs/perf-log.md).
+const settlers = 1
+
+// NewPool returns a Pool. metrics may be nil.
+func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorder, router *route.Router,
+	log *slog.Logger, metrics *Metrics,
+) *Pool {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	cfg = cfg.withDefaults()
+	log = log.With("component", "worker")
+	return &Pool{cfg: cfg, nc: nc, cons: cons, rec: rec, log: log, metrics: metrics,
+		held:   newHeld(cfg.Queue.JobTimeout),
+		caller: &caller{cfg: cfg, router: router, rec: rec, nc: nc, metrics: metrics},
+		policy: deliveryPolicy{maxDeliver: cfg.Queue.MaxDeliver},
+		settle: batch.New(rec.FinishJobs, batch.Options{}),
+		start:  batch.New(rec.StartJobs, batch.Options{})}
+}
+
+// Run works jobs until ctx is done, then stops fetching, gives in-flight jobs ShutdownGrace
+// to finish, cancels the rest (they go back to the queue) and returns once every goroutine it
+// started has exited. It never holds more messages than it has free slots: each Fetch asks
+// for exactly the number of idle slots.
+func (p *Pool) Run(ctx context.Context) error {
+	p.metrics.slots.Set(float64(p.cfg.Concurrency))
+	// Jobs outlive ctx by the grace period, so they get their own context; recording their
+	// outcomes may take a few seconds more (hardCtx).
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	hardCtx, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+
+	sub, err := p.nc.Subscribe(jobs.CancelSubjects, p.held.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe to cancels: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	// Background helpers outlive the pool: they stop only after every job has settled.
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	bg.Go(func() { p.held.heartbeat(bgCtx, p.cfg.Queue.AckWait/3) })
+	for range settlers {
+		bg.Go(func() { p.settle.Run(bgCtx) })
+		bg.Go(func() { p.start.Run(bgCtx) })
+	}
+	defer func() { stopBG(); bg.Wait() }()
+
+	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency)
+	// conc starts pool goroutines lazily and keeps them until Wait: start all k now, so the
+	// process's goroutine count is the same at idle as after load. Each warm-up task holds
+	// its goroutine until all k exist, so Go must start a new goroutine for every one.
+	var warm sync.WaitGroup
+	release := make(chan struct{})
+	warm.Add(p.cfg.Concurrency)
+	for range p.cfg.Concurrency {
+		wp.Go(func() { warm.Done(); <-release })
+	}
+	warm.Wait()
+	close(release)
+	free := slots.New(p.cfg.Concurrency)
+	for free.Take(ctx) {
+		k := 1 + free.TakeIdle()
+		n := p.fetch(ctx, k, func(msg jetstream.Msg) {
+			wp.Go(func() {
+				defer free.Put(1)
+				p.handle(workCtx, hardCtx, msg)
+			})
+		})
+		free.Put(k - n) // slots the server had no message for
+	}
+	p.log.InfoContext(ctx, "stopping: waiting for in-flight jobs", "in_flight", p.cfg.Concurrency-free.Idle(),
+		"grace", p.cfg.ShutdownGrace)
+	grace := time.AfterFunc(p.cfg.ShutdownGrace, func() { cancelWork(ErrShutdown) })
+	defer grace.Stop()
+	hard := time.AfterFunc(p.cfg.ShutdownGrace+hardStopAfter, cancelHard)
+	defer hard.Stop()
+	wp.Wait()
+	return nil
+}
+
+// fetch pulls up to k messages and hands each to start; it returns how many arrived.
+func (p *Pool) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int {
+	fctx, cancel := context.WithTimeout(ctx, p.cfg.FetchWait)
+	defer cancel() // only after the batch is drained: cancelling ends the batch early
+	b, err := p.cons.Fetch(k, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.WarnContext(ctx, "fetch jobs", "err", err)
+			slots.Sleep(ctx, time.Second) // NATS away: don't spin
+		}
+		return 0
+	}
+	n := 0
+	for msg := range b.Messages() {
+		n++
+		start(msg)
+	}
+	if err := b.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, jetstream.ErrNoMessages) {
+		p.log.WarnContext(ctx, "fetch batch", "err", err)
+		if n == 0 {
+			slots.Sleep(ctx, time.Second)
+		}
+	}
+	return n
+}
