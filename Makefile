@@ -2,6 +2,7 @@
 SHELL := /usr/bin/env bash
 GO ?= go
 PKGS := ./...
+GOLANGCI_VERSION := v2.15.0
 
 .PHONY: help run test test-race test-short vet lint bench soak build db-reset up down clean
 
@@ -23,8 +24,9 @@ test-short: ## every test without the race detector (faster)
 vet: ## go vet
 	@$(GO) vet $(PKGS)
 
-lint: ## golangci-lint v2 (installed on demand into .dev/bin)
-	@test -x .dev/bin/golangci-lint || GOBIN=$(CURDIR)/.dev/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2
+lint: ## golangci-lint v2 with the import-direction rules of .golangci.yaml (installed on demand into .dev/bin)
+	@.dev/bin/golangci-lint version 2>/dev/null | grep -q ' $(GOLANGCI_VERSION:v%=%) ' || \
+	  GOBIN=$(CURDIR)/.dev/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	@.dev/bin/golangci-lint run $(PKGS)
 
 bench: ## end-to-end benchmark, direct vs through Sluice (~5 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)

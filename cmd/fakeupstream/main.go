@@ -133,7 +133,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = errors.Join(err, srv.Close())
 	}
-	<-errc // Serve has returned http.ErrServerClosed
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) { // Serve has returned
+		err = errors.Join(err, serr)
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -216,7 +216,7 @@ var errTransport = errors.New("transport")
 func do(client *http.Client, req *http.Request, br *bufio.Reader, want int, stream bool) (first time.Time, err error) {
 	resp, err := client.Do(req)
 	if err != nil {
-		return first, fmt.Errorf("%w: %v", errTransport, err)
+		return first, fmt.Errorf("%w: %w", errTransport, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != want {

@@ -112,10 +112,10 @@ func (p *proc) waitReady(ctx context.Context, timeout time.Duration, probe func(
 			return nil
 		}
 		if p.exited() {
-			return fmt.Errorf("%s exited at start (%v); log:\n%s", p.name, p.err, p.tail(4096))
+			return fmt.Errorf("%s exited at start (%w); log:\n%s", p.name, p.err, p.tail(4096))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s: %v; log:\n%s", p.name, timeout, err, p.tail(4096))
+			return fmt.Errorf("%s not ready after %s: %w; log:\n%s", p.name, timeout, err, p.tail(4096))
 		}
 		if !wait(ctx, 50*time.Millisecond) {
 			return ctx.Err()

@@ -153,9 +153,6 @@ func trim(s string, n int) string {
 	return s
 }
 
-// cpuCell is the cores a process used, e.g. "0.62".
-func cpuCell(c cpuShare, name string) string { return f2(c.Cores[name]) }
-
 func (r *report) markdown(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "### Machine and run\n\n")

@@ -35,7 +35,7 @@ func build(ctx context.Context, goCmd, repo, dir string) error {
 	cmd.Dir = repo
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	return nil
 }
@@ -156,7 +156,7 @@ func (s *stack) startBase(ctx context.Context) error {
 	mig := exec.CommandContext(ctx, filepath.Join(s.bin, "worker"), "migrate")
 	mig.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + s.dbURL}
 	if out, err := mig.CombinedOutput(); err != nil {
-		return fmt.Errorf("worker migrate: %v\n%s", err, out)
+		return fmt.Errorf("worker migrate: %w\n%s", err, out)
 	}
 	return nil
 }

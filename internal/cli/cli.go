@@ -36,7 +36,7 @@ func Load(cfg Validator, environ map[string]string) error {
 			return err
 		}
 		for _, e := range agg.Errors {
-			switch e := e.(type) {
+			switch e := e.(type) { //nolint:errorlint // env.AggregateError holds its errors as they are, unwrapped
 			case env.EnvVarIsNotSetError:
 				bad[e.Key] = true
 				errs = append(errs, fmt.Errorf("%s: required, not set", e.Key))

@@ -77,6 +77,7 @@ type gate struct {
 
 // newGate serves up behind a gate on a real HTTP server; the gate opens when the test ends.
 func newGate(t *testing.T, up http.Handler) (*gate, *httptest.Server) {
+	t.Helper()
 	g := &gate{up: up, release: make(chan struct{})}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)

@@ -18,6 +18,7 @@ import (
 
 // statusUpstream answers every request with one status, counting calls.
 func statusUpstream(t *testing.T, status int, retryAfter string) (*atomic.Int64, *httptest.Server) {
+	t.Helper()
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		calls.Add(1)

@@ -798,6 +798,7 @@ type valve struct {
 
 // newValve serves up behind a shut valve on a real HTTP server; it opens when the test ends.
 func newValve(t *testing.T, up http.Handler) (*valve, *httptest.Server) {
+	t.Helper()
 	v := &valve{up: up, opened: make(chan struct{})}
 	srv := httptest.NewServer(v)
 	t.Cleanup(srv.Close)

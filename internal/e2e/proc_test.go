@@ -30,7 +30,7 @@ func binary(t *testing.T, name string) string {
 		out, err := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../../cmd/worker",
 			"../../cmd/ingress", "../../cmd/fakeupstream").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

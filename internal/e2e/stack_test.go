@@ -38,18 +38,17 @@ const adminToken = "test-admin-token-0123456789"
 // stack is one test's Sluice: a Postgres schema, an embedded NATS, a worker and an ingress,
 // each run in-process through its package's Run.
 type stack struct {
-	t       *testing.T
-	db      *storetest.Bundle
-	nats    *jobstest.Server
-	base    string // ingress base URL
-	ops     string // worker ops base URL
-	http    *http.Client
-	stopW   func()
-	stopI   func()
-	wcfg    worker.Config
-	icfg    ingress.Config
-	tune    func(*worker.PoolConfig)
-	workers sync.WaitGroup
+	t     *testing.T
+	db    *storetest.Bundle
+	nats  *jobstest.Server
+	base  string // ingress base URL
+	ops   string // worker ops base URL
+	http  *http.Client
+	stopW func()
+	stopI func()
+	wcfg  worker.Config
+	icfg  ingress.Config
+	tune  func(*worker.PoolConfig)
 }
 
 type stackOpts struct {
@@ -168,6 +167,7 @@ func run(t *testing.T, name string, fn func(context.Context, net.Listener, func(
 }
 
 func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 

@@ -37,10 +37,8 @@ type Server struct {
 	keys    *keyCache
 	metrics *metrics
 	maxBody int64
-	// nudgeRouter asks every process to reload channels now.
-	nudgeRouter func()
-	done        *jobs.DoneHub
-	queue       *queuer
+	done    *jobs.DoneHub
+	queue   *queuer
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
@@ -171,7 +169,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
 				s.log.ErrorContext(r.Context(), "handler panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))

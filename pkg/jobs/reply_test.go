@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func TestReplyFormatFollowsJob(t *testing.T) {
 				body = append(body, r.Data...)
 				final = r.Final
 			}
-			if _, err := sub.NextMsg(100 * time.Millisecond); err != nats.ErrTimeout {
+			if _, err := sub.NextMsg(100 * time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
 				t.Errorf("more than %d messages (%v)", tc.messages, err)
 			}
 			if final == nil || final.Status != "succeeded" || final.CostUSD != 0.5 || final.Parts != tc.messages-1 {

@@ -1,17 +1,16 @@
 package jobs
 
 import (
-	"net/http"
-
-	"github.com/sluicehq/sluice/pkg/store"
-	"github.com/sluicehq/sluice/pkg/tokens"
-
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // Endpoints a job may run.

@@ -2,7 +2,6 @@ package route
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ func (c staticChannels) Channels(context.Context) ([]store.Channel, error) { ret
 func newTestRouter(t *testing.T, chs ...store.Channel) (*Router, *time.Time) {
 	t.Helper()
 	build := func(string, string, secret.Secret) (providers.Provider, error) { return nil, nil }
-	r := NewRouter(staticChannels(chs), build, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r := NewRouter(staticChannels(chs), build, slog.New(slog.DiscardHandler))
 	now := time.Unix(1_800_000_000, 0)
 	r.now = func() time.Time { return now }
 	if err := r.Refresh(context.Background()); err != nil {

@@ -1,9 +1,6 @@
 package webhook
 
 import (
-	"github.com/sluicehq/sluice/pkg/jobs"
-	"github.com/sluicehq/sluice/pkg/slots"
-
 	"bytes"
 	"cmp"
 	"context"
@@ -24,7 +21,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/slots"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 

@@ -1,11 +1,10 @@
 package webhook
 
 import (
-	"github.com/sluicehq/sluice/pkg/tokens"
-
 	"encoding/json"
 
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // JobObject is API.md's job object, its fields in the documented order.

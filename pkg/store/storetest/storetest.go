@@ -42,54 +42,54 @@ type Bundle struct {
 
 // New creates a schema named test_<random>, applies the migrations in it, and drops it when
 // the test ends. It fails the test if Postgres does not answer at URL().
-func New(t testing.TB) *Bundle {
-	t.Helper()
+func New(tb testing.TB) *Bundle {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	schema := "test_" + strings.ToLower(rand.Text())
 
 	admin, err := pgx.Connect(ctx, URL())
 	if err != nil {
-		t.Fatalf("connect to test Postgres at %s (set TEST_DATABASE_URL, or run `make test`, which starts one): %v", URL(), err)
+		tb.Fatalf("connect to test Postgres at %s (set TEST_DATABASE_URL, or run `make test`, which starts one): %v", URL(), err)
 	}
 	defer admin.Close(ctx)
 	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatalf("create schema: %v", err)
+		tb.Fatalf("create schema: %v", err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := pgx.Connect(ctx, URL())
 		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
+			tb.Errorf("drop schema %s: %v", schema, err)
 			return
 		}
 		defer c.Close(ctx)
 		if _, err := c.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
+			tb.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
 
 	url := withSearchPath(URL(), schema)
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
+		tb.Fatalf("parse %s: %v", url, err)
 	}
 	cfg.MaxConns = 16
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		t.Fatalf("open pool: %v", err)
+		tb.Fatalf("open pool: %v", err)
 	}
-	t.Cleanup(pool.Close) // runs before the schema is dropped (cleanups run last-in first-out)
+	tb.Cleanup(pool.Close) // runs before the schema is dropped (cleanups run last-in first-out)
 	if err := migrations.Apply(ctx, pool); err != nil {
-		t.Fatalf("apply migrations: %v", err)
+		tb.Fatalf("apply migrations: %v", err)
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	keyB64 := base64.StdEncoding.EncodeToString(key)
 	sealer, err := store.NewSealer(keyB64)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return &Bundle{Pool: pool, Store: store.New(pool, sealer), Sealer: sealer, URL: url, EncryptionKey: keyB64}
 }
