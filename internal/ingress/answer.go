@@ -47,9 +47,11 @@ func (a *answer) step(st jobs.Step) bool {
 		a.event(st.Event, st.Data)
 	case jobs.StepBroken:
 		a.fail(st.Err)
-		// The caller will not get this run's output: cancel it uncharged, as a
-		// cancelled job is (CancelUser), rather than bill an estimate for output never seen.
-		_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelUser)
+		// The ingress ends the stream itself (the caller read too slowly, or the worker
+		// changed mid-way): stop the upstream. It is a client-gone cancel, charged what the
+		// upstream already produced, as when the caller leaves: the upstream did that work
+		// for this caller, and a stalled reader must not get its output free.
+		_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
 		return true
 	case jobs.StepDone:
 		a.final(st.Final, st.Body, st.Gap)

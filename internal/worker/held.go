@@ -17,7 +17,8 @@ import (
 var (
 	// ErrShutdown: the worker is stopping; the job goes back to the queue.
 	ErrShutdown = errors.New("worker shutting down")
-	// ErrCanceled: the job was cancelled through the API; it ends canceled, uncharged.
+	// ErrCanceled: the job was cancelled through the API; it ends canceled, charged what the
+	// upstream had produced.
 	ErrCanceled = errors.New("job canceled")
 	// ErrClientGone: a sync caller went away; the job ends canceled and is charged what the
 	// upstream already did.

@@ -39,24 +39,25 @@ func (o outcome) withUsage(usage *tokens.Usage, channelID string) outcome {
 	return o
 }
 
-// ended says how a job whose context ended came out: timeout, cancel or shutdown. Only a
-// caller who left mid-answer is charged an estimate when the upstream reported no usage
-// (the upstream did the work on their behalf); otherwise only reported usage is charged. An
-// API cancel is never charged.
+// ended says how a job whose context ended came out: timeout, cancel or shutdown. A cancel
+// (through the API, by a caller who left, or by the ingress ending the answer itself) is
+// charged what the upstream had produced: its reported usage, or, once it had started
+// answering (streamed something) without reporting any, an estimate. Otherwise only
+// reported usage is charged.
 func ended(ctx context.Context, job *jobs.Job, res *providers.Result, emitted int, channelID string) outcome {
 	cause := context.Cause(ctx)
 	reported := reportedUsage(res)
+	cancelUsage := func() *tokens.Usage {
+		if reported == nil && emitted > 0 {
+			return streamUsage(job, res, emitted)
+		}
+		return reported
+	}
 	switch {
 	case errors.Is(cause, ErrCanceled):
-		o := failedAs(store.StatusCanceled, jobs.Canceled())
-		o.usage, o.channelID = reported, channelID // recorded, not charged
-		return o
+		return failedAs(store.StatusCanceled, jobs.Canceled()).withUsage(cancelUsage(), channelID)
 	case errors.Is(cause, ErrClientGone):
-		usage := reported
-		if usage == nil && emitted > 0 {
-			usage = streamUsage(job, res, emitted)
-		}
-		return failedAs(store.StatusCanceled, jobs.ClientGone()).withUsage(usage, channelID)
+		return failedAs(store.StatusCanceled, jobs.ClientGone()).withUsage(cancelUsage(), channelID)
 	case errors.Is(cause, ErrShutdown):
 		return failed(workerShutdown()).withUsage(reported, channelID)
 	default:

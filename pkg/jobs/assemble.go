@@ -42,7 +42,7 @@ const (
 	// StepDone: the answer is complete (Final; Body for a whole answer, unless Gap).
 	StepDone
 	// StepBroken: the stream cannot be completed (Err); the caller will not get this run's
-	// output, so the job should be cancelled uncharged.
+	// output, so the job should be cancelled (it is charged what the upstream produced).
 	StepBroken
 )
 

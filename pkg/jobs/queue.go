@@ -26,8 +26,12 @@ const (
 
 // Cancel reasons carried in a cancel message.
 const (
-	CancelUser       = "user"        // the API cancelled the job: it ends canceled, uncharged
-	CancelClientGone = "client_gone" // a sync caller left: charged what the upstream did
+	// CancelUser: the API cancelled the job. It ends canceled, charged what the upstream
+	// had produced when it stopped (nothing if it had not started answering).
+	CancelUser = "user"
+	// CancelClientGone: a sync caller left, or the ingress ended its answer itself; charged
+	// the same way.
+	CancelClientGone = "client_gone"
 )
 
 // Defaults of QueueConfig.
