@@ -154,8 +154,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		s.writeError(w, r, err)
 		return
 	}
-	nj := store.NewJob{ID: job.ID, KeyID: key.ID, Endpoint: job.Endpoint, Model: job.Model, Async: true, Request: job.Body,
-		Metadata: sub.Metadata, WebhookURL: hookURL, CreatedAt: now, Deadline: job.Deadline, HoldsSlot: job.HoldsSlot}
+	nj := job.Row(0)
+	nj.Metadata, nj.WebhookURL = sub.Metadata, hookURL
 	var (
 		row     store.Job
 		created = true

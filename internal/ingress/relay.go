@@ -182,9 +182,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 			defer cancel()
-			if err := s.store.AbandonJob(ctx, store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint,
-				Model: job.Model, CreatedAt: job.CreatedAt, Deadline: job.Deadline,
-				HoldsSlot: job.HoldsSlot}); err != nil { // a sync call's prompt is not kept
+			if err := s.store.AbandonJob(ctx, job.Row(0)); err != nil { // a sync call's prompt is not kept
 				s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
 			}
 			return

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,7 +73,7 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	if job.Async || d.delivered > 1 || cancelled {
 		var started bool
 		err = retryStore(recordCtx, d.log, "start job", func(ctx context.Context) error {
-			st, err := p.start.Do(ctx, newJobRow(job, d.delivered))
+			st, err := p.start.Do(ctx, job.Row(d.delivered))
 			row, started = st.Job, st.Started
 			return err
 		})
@@ -120,24 +119,6 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		}
 	}
 	p.finish(recordCtx, d, out)
-}
-
-// newJobRow is the row of job as of this delivery.
-func newJobRow(job *jobs.Job, delivered int) store.NewJob {
-	return store.NewJob{ID: job.ID, KeyID: job.KeyID, Endpoint: job.Endpoint, Model: job.Model, Async: job.Async,
-		Request: storedRequest(job), CreatedAt: job.CreatedAt, Deadline: job.Deadline, Attempt: delivered,
-		HoldsSlot: job.HoldsSlot}
-}
-
-// storedRequest is the request body a job's row keeps: an async job's, which is part of
-// the job its owner created (its row already has it), and not a sync call's. A sync
-// call's prompt is not needed to answer or replay it, so it is not kept (nor are streamed
-// answers); its answer is, for a replay after a lost reply.
-func storedRequest(job *jobs.Job) json.RawMessage {
-	if job.Async {
-		return job.Body
-	}
-	return nil
 }
 
 func later(a, b time.Time) time.Time {

@@ -23,7 +23,7 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 	if out.err != nil {
 		errJSON, _ = json.Marshal(out.err)
 	}
-	row := newJobRow(job, d.delivered)
+	row := job.Row(d.delivered)
 	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
 		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge, Job: &row}
 	record := func() error {

@@ -300,6 +300,18 @@ func decodeFinal(b []byte) (*Final, error) {
 	return f, nil
 }
 
+// Row is the job's row as of delivery attempt (0 before any): the one place a job becomes a
+// store.NewJob. It keeps the request body only for an async job, which is part of the job its
+// owner created; a sync call's prompt is not needed to answer or replay it, so it is not kept.
+func (j *Job) Row(attempt int) store.NewJob {
+	row := store.NewJob{ID: j.ID, KeyID: j.KeyID, Endpoint: j.Endpoint, Model: j.Model, Async: j.Async,
+		CreatedAt: j.CreatedAt, Deadline: j.Deadline, Attempt: attempt, HoldsSlot: j.HoldsSlot}
+	if j.Async {
+		row.Request = j.Body
+	}
+	return row
+}
+
 // FinalFromJob builds the final reply message of a finished job row.
 func FinalFromJob(row *store.Job) *Final {
 	f := &Final{JobID: row.ID, Status: row.Status, StatusCode: http.StatusOK}
