@@ -25,6 +25,7 @@ type Config struct {
 	MaxAckPending      int           `env:"JOB_MAX_ACK_PENDING" envDefault:"4096"`
 	MaxDeliver         int           `env:"JOB_MAX_DELIVER" envDefault:"10"`
 	Retention          time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
+	KeyCacheTTL        time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
 }
 
 // Queue is the job stream and consumer configuration: the common part plus what only the
@@ -47,6 +48,7 @@ func (c *Config) Validate() error {
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)
 	check(c.MaxAckPending >= c.Concurrency, "JOB_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY (%d)", c.MaxAckPending, c.Concurrency)
 	check(c.MaxDeliver >= 2 && c.MaxDeliver <= 100, "JOB_MAX_DELIVER=%d: want 2..100", c.MaxDeliver)
+	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)
 	check(c.WebhookConcurrency >= 1 && c.WebhookConcurrency <= 1024, "WEBHOOK_CONCURRENCY=%d: want 1..1024", c.WebhookConcurrency)
 	check(c.WebhookRetryBase >= 10*time.Millisecond && c.WebhookRetryBase <= time.Hour,

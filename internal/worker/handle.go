@@ -95,6 +95,14 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		p.finish(recordCtx, d, timedOut(nil, ""))
 		return
 	}
+	kctx, cancelKey := context.WithTimeout(recordCtx, 2*time.Second)
+	refused := p.keys.refuse(kctx, job.KeyID, time.Now())
+	cancelKey()
+	if refused != nil { // revoked, expired, gone or over budget while the job was queued
+		d.log.InfoContext(ctx, "job refused at pick-up", "code", refused.Code)
+		p.finish(recordCtx, d, failed(refused))
+		return
+	}
 
 	jctx, cancelJob := context.WithCancelCause(ctx)
 	jctx, cancelDeadline := context.WithDeadlineCause(jctx, deadline, ErrJobTimeout)

@@ -26,6 +26,7 @@ type Recorder interface {
 	FinishJobs(ctx context.Context, os []store.Outcome) ([]store.Finished, error)
 	Job(ctx context.Context, keyID, id string) (store.Job, error)
 	DisableChannel(ctx context.Context, id, reason string) error
+	KeyByID(ctx context.Context, id string) (store.Key, error)
 }
 
 // PoolConfig tunes a Pool. Zero fields take the defaults noted. The queue's settings
@@ -39,6 +40,7 @@ type PoolConfig struct {
 	RetryBase     time.Duration // first retry backoff, doubled each time, with jitter (250ms)
 	RetryMax      time.Duration // cap on one backoff (5s)
 	FetchWait     time.Duration // longest wait of one pull request (5s)
+	KeyCacheTTL   time.Duration // how long a key read at pick-up is trusted (10s)
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -49,6 +51,7 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	c.RetryBase = cmp.Or(c.RetryBase, 250*time.Millisecond)
 	c.RetryMax = cmp.Or(c.RetryMax, 5*time.Second)
 	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
+	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, 10*time.Second)
 	return c
 }
 
@@ -64,6 +67,7 @@ type Pool struct {
 	log     *slog.Logger
 	metrics *Metrics
 	held    *held
+	keys    *keyCheck
 	caller  *caller
 	policy  deliveryPolicy
 
@@ -92,6 +96,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 	log = log.With("component", "worker")
 	return &Pool{cfg: cfg, nc: nc, cons: cons, rec: rec, log: log, metrics: metrics,
 		held:   newHeld(cfg.Queue.JobTimeout),
+		keys:   newKeyCheck(cfg.KeyCacheTTL, rec.KeyByID),
 		caller: &caller{cfg: cfg, router: router, rec: rec, nc: nc, metrics: metrics},
 		policy: deliveryPolicy{maxDeliver: cfg.Queue.MaxDeliver},
 		settle: batch.New(rec.FinishJobs, batch.Options{}),

@@ -60,6 +60,7 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 			return
 		}
 	}
+	p.keys.charged(job.KeyID, cost)
 	p.metrics.jobs.WithLabelValues(out.status).Inc()
 	d.log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code, "cost_usd", cost)
 	f := &jobs.Final{JobID: job.ID, Status: out.status, StatusCode: out.code, Error: out.err, CostUSD: cost, Usage: out.usage}
