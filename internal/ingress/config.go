@@ -15,6 +15,7 @@ type Config struct {
 	NATSURL             string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	AdminToken          secret.Secret `env:"SLUICE_ADMIN_TOKEN,required,notEmpty"`
 	EncryptionKey       secret.Secret `env:"SLUICE_ENCRYPTION_KEY,required,notEmpty"`
+	EncryptionKeysOld   secret.List   `env:"SLUICE_ENCRYPTION_KEYS_OLD"`
 	Addr                string        `env:"INGRESS_ADDR" envDefault:":8080"`
 	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
 	MaxBodyBytes        int64         `env:"INGRESS_MAX_BODY_BYTES" envDefault:"1000000"`

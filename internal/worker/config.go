@@ -14,6 +14,7 @@ type Config struct {
 	DatabaseURL         secret.Secret `env:"DATABASE_URL,required,notEmpty"`
 	NATSURL             string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	EncryptionKey       secret.Secret `env:"SLUICE_ENCRYPTION_KEY,required,notEmpty"`
+	EncryptionKeysOld   secret.List   `env:"SLUICE_ENCRYPTION_KEYS_OLD"`
 	Addr                string        `env:"WORKER_ADDR" envDefault:":9090"`
 	Concurrency         int           `env:"WORKER_CONCURRENCY" envDefault:"64"`
 	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
