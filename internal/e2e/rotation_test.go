@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/cli"
+	"github.com/sluicehq/sluice/internal/ingress"
 	"github.com/sluicehq/sluice/internal/worker"
 	"github.com/sluicehq/sluice/pkg/providers/providertest"
 	"github.com/sluicehq/sluice/pkg/secret"
@@ -240,4 +242,41 @@ func newEncryptionKey(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return base64.StdEncoding.EncodeToString(k)
+}
+
+// TestEncryptionKeysOldSetting_Issue9_19: both binaries read SLUICE_ENCRYPTION_KEYS_OLD, and
+// refuse to start with a bad old key, naming it by position, never by value.
+func TestEncryptionKeysOldSetting_Issue9_19(t *testing.T) {
+	t.Parallel()
+	current, old1, old2 := newEncryptionKey(t), newEncryptionKey(t), newEncryptionKey(t)
+	env := map[string]string{"DATABASE_URL": "postgres://unused", "SLUICE_ENCRYPTION_KEY": current,
+		"SLUICE_ADMIN_TOKEN": adminToken, "SLUICE_ENCRYPTION_KEYS_OLD": old1 + ", " + old2 + ","}
+	var wcfg worker.Config
+	var icfg ingress.Config
+	for name, cfg := range map[string]cli.Validator{"worker": &wcfg, "ingress": &icfg} {
+		if err := cli.Load(cfg, env); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for name, got := range map[string]secret.List{"worker": wcfg.EncryptionKeysOld, "ingress": icfg.EncryptionKeysOld} {
+		if r := got.Reveal(); len(r) != 2 || r[0] != old1 || r[1] != old2 {
+			t.Errorf("%s: SLUICE_ENCRYPTION_KEYS_OLD read as %d keys, want the 2 given", name, len(r))
+		}
+	}
+
+	const bad = "c2hvcnQta2V5" // base64 of 9 bytes
+	wcfg.EncryptionKeysOld = secret.List{secret.Secret(old1), bad}
+	icfg.EncryptionKeysOld = wcfg.EncryptionKeysOld
+	log := slog.New(slog.DiscardHandler)
+	for name, run := range map[string]func() error{
+		"worker":  func() error { return worker.Run(context.Background(), wcfg, log, worker.Options{}) },
+		"ingress": func() error { return ingress.Run(context.Background(), icfg, log, ingress.Options{}) },
+	} {
+		err := run()
+		if err == nil || !strings.Contains(err.Error(), "SLUICE_ENCRYPTION_KEYS_OLD") || !strings.Contains(err.Error(), "#2") {
+			t.Errorf("%s with a bad second old key: err = %v, want it named", name, err)
+		} else if strings.Contains(err.Error(), bad) || strings.Contains(err.Error(), old1) {
+			t.Errorf("%s: error %q quotes a key", name, err)
+		}
+	}
 }
