@@ -15,6 +15,7 @@ type Common struct {
 	DatabaseURL         secret.Secret `env:"DATABASE_URL,required,notEmpty"`
 	NATSURL             string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
 	EncryptionKey       secret.Secret `env:"SLUICE_ENCRYPTION_KEY,required,notEmpty"`
+	EncryptionKeysOld   secret.List   `env:"SLUICE_ENCRYPTION_KEYS_OLD"`
 	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
 	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s"`
 	QueueMaxJobs        int64         `env:"QUEUE_MAX_JOBS" envDefault:"100000"`

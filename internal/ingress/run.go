@@ -40,9 +40,9 @@ const h2cStreams = 100
 
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
 	log = log.With("component", "ingress")
-	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
+	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal(), cfg.EncryptionKeysOld.Reveal()...)
 	if err != nil {
-		return fmt.Errorf("SLUICE_ENCRYPTION_KEY: %w", err)
+		return fmt.Errorf("SLUICE_ENCRYPTION_KEY / SLUICE_ENCRYPTION_KEYS_OLD: %w", err)
 	}
 	pool, err := store.NewPool(ctx, cfg.DatabaseURL.Reveal(), cfg.DBMaxConns, "sluice-ingress")
 	if err != nil {

@@ -45,9 +45,9 @@ func Migrate(ctx context.Context, databaseURL string) error {
 // Run works jobs until ctx is done, then drains in-flight jobs within ShutdownGrace and
 // closes its dependencies in reverse order of opening.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
-	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal())
+	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal(), cfg.EncryptionKeysOld.Reveal()...)
 	if err != nil {
-		return fmt.Errorf("SLUICE_ENCRYPTION_KEY: %w", err)
+		return fmt.Errorf("SLUICE_ENCRYPTION_KEY / SLUICE_ENCRYPTION_KEYS_OLD: %w", err)
 	}
 	pool, err := store.NewPool(ctx, cfg.DatabaseURL.Reveal(), cfg.DBMaxConns, "sluice-worker")
 	if err != nil {

@@ -72,6 +72,11 @@ func (r *Router) Refresh(ctx context.Context) error {
 		if !ch.Enabled || removed[ch.ID].After(began) {
 			continue
 		}
+		if ch.KeyUnreadable { // logged by id only; the store left its key empty
+			r.log.Error("skipping channel: its upstream key cannot be decrypted with the configured encryption keys",
+				"channel_id", ch.ID, "provider", ch.Provider)
+			continue
+		}
 		var p providers.Provider
 		if r.build != nil {
 			if p, err = r.build(ch.Provider, ch.BaseURL, ch.APIKey); err != nil {

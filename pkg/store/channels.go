@@ -27,6 +27,11 @@ type Channel struct {
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	CreatedAt      time.Time         `json:"-"`
 	UpdatedAt      time.Time         `json:"-"`
+
+	// KeyUnreadable is set when the stored upstream key cannot be opened with any configured
+	// encryption key (ErrUnsealable); APIKey is then empty and the channel must not be used.
+	// DisabledReason says so, unless the channel was already disabled for another reason.
+	KeyUnreadable bool `json:"-"`
 }
 
 // ChannelParams are a channel's settable fields. A nil APIKey on update keeps the old key.
@@ -104,7 +109,9 @@ func (s *Store) Channel(ctx context.Context, id string) (Channel, error) {
 	return s.oneChannel(ctx, `SELECT `+channelColumns+` FROM channels WHERE id = $1`, id)
 }
 
-// Channels returns every channel, enabled or not, with upstream keys decrypted.
+// Channels returns every channel, enabled or not, with upstream keys decrypted. A channel
+// whose key no configured encryption key opens is returned with KeyUnreadable set rather
+// than failing the whole list, so one bad value cannot take every channel down.
 func (s *Store) Channels(ctx context.Context) ([]Channel, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+channelColumns+` FROM channels ORDER BY priority DESC, id`)
 	if err != nil {
@@ -141,8 +148,10 @@ func (s *Store) collectChannels(rows pgx.Rows) ([]Channel, error) {
 		if len(sealed) > 0 {
 			key, err := s.sealer.Open(sealed)
 			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("channel %s: %w", c.ID, err)
+				c.KeyUnreadable = true
+				if c.DisabledReason == "" {
+					c.DisabledReason = unreadableReason
+				}
 			}
 			c.APIKey = secret.Secret(key)
 		}
@@ -153,6 +162,11 @@ func (s *Store) collectChannels(rows pgx.Rows) ([]Channel, error) {
 	}
 	return out, nil
 }
+
+// unreadableReason is the DisabledReason shown for a channel whose key cannot be opened.
+const unreadableReason = "upstream key cannot be decrypted with the configured encryption keys " +
+	"(SLUICE_ENCRYPTION_KEY, SLUICE_ENCRYPTION_KEYS_OLD); the channel is skipped until the key that sealed it " +
+	"is configured again or a new api_key is set"
 
 func nonNil(s []string) []string {
 	if s == nil {
