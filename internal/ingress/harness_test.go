@@ -39,6 +39,7 @@ const (
 // embedded JetStream, with one fake channel serving the models "m" and "m-other".
 type harness struct {
 	t       testing.TB
+	srv     *Server
 	h       http.Handler
 	st      *store.Store
 	key     store.Key // testKey's row
@@ -82,7 +83,7 @@ func newHarness(t testing.TB) *harness {
 		waiting: make(chan struct{}, 64), keys: &keyCache{ttl: 24 * time.Hour, m: map[string]cachedKey{}},
 		maxBody: 64 << 10, done: done}
 	s.metrics = newMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
-	hs := &harness{t: t, h: s.Handler(), st: db.Store, channel: ch.ID}
+	hs := &harness{t: t, srv: s, h: s.Handler(), st: db.Store, channel: ch.ID}
 	zero := 0
 	for _, k := range []struct {
 		secret string
@@ -138,7 +139,7 @@ func (hs *harness) admin(method, target string, body any) (*http.Response, []byt
 	return hs.do(method, target, body, "Authorization", "Bearer "+testAdminToken)
 }
 
-// apiError is an OpenAI-shaped error body.
+// apiErrorBody is an OpenAI-shaped error body.
 type apiErrorBody struct {
 	Error struct {
 		Message string  `json:"message"`
