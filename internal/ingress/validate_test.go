@@ -22,8 +22,8 @@ func TestAdminPathIDNotText_Issue17_1(t *testing.T) {
 		{http.MethodGet, "/admin/v1/channels/%ff%fe", testAdminToken, "channel_not_found"},
 		{http.MethodPatch, "/admin/v1/channels/%ff%fe", testAdminToken, "channel_not_found"},
 		{http.MethodDelete, "/admin/v1/channels/%00", testAdminToken, "channel_not_found"},
-		{http.MethodGet, "/v1/jobs/%FF", testKey, "job_not_found"},        // issue 9 item 11
-		{http.MethodGet, "/v1/jobs/job_%00", testKey, "job_not_found"},    // issue 9 item 11
+		{http.MethodGet, "/v1/jobs/%FF", testKey, "job_not_found"},         // issue 9 item 11
+		{http.MethodGet, "/v1/jobs/job_%00", testKey, "job_not_found"},     // issue 9 item 11
 		{http.MethodPost, "/v1/jobs/%FF/cancel", testKey, "job_not_found"}, // issue 9 item 11
 	}
 	for _, tt := range tests {
