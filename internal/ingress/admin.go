@@ -1,25 +1,21 @@
 package ingress
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/sluicehq/sluice/pkg/providers"
-	"github.com/sluicehq/sluice/pkg/route"
-	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
 func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	a := func(h http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if !s.isAdmin(r) {
-				s.writeError(w, r, apiError(http.StatusUnauthorized, "authentication_error", "invalid_admin_token",
-					"Missing or incorrect admin token."))
+			if err := s.checkAdmin(r); err != nil {
+				s.writeError(w, r, err)
 				return
 			}
 			h(w, r)
@@ -40,34 +36,23 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("PUT /admin/v1/prices/{model...}", a(s.putPrice))
 }
 
+// Times are accepted in years 1 to 9999: what RFC 3339 can write, and inside what
+// Postgres's timestamptz holds.
+const (
+	minUnix = -62135596800 // 0001-01-01T00:00:00Z
+	maxUnix = 253402300799 // 9999-12-31T23:59:59Z
+)
+
 // keyFields is the JSON of a key's settable fields; a field absent from a PATCH is kept.
+// The ranges are what the columns hold: budgets are numeric(20, 9), capped far below its
+// 1e11 at a billion dollars; rpm and max_concurrency are integer columns.
 type keyFields struct {
 	Name           *string            `json:"name"`
-	BudgetUSD      nullable[float64]  `json:"budget_usd"`
+	BudgetUSD      nullable[float64]  `json:"budget_usd" range:"0,1e9"`
 	Models         nullable[[]string] `json:"models"`
-	RPM            nullable[int]      `json:"rpm"`
-	MaxConcurrency nullable[int]      `json:"max_concurrency"`
-	ExpiresAt      nullable[int64]    `json:"expires_at"`
-}
-
-// nullable tells "absent" (Set false) from "null" (Set, Value nil) from a value.
-type nullable[T any] struct {
-	Set   bool
-	Value *T
-}
-
-func (n *nullable[T]) UnmarshalJSON(b []byte) error {
-	n.Set = true
-	if string(b) == "null" {
-		n.Value = nil
-		return nil
-	}
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	n.Value = &v
-	return nil
+	RPM            nullable[int]      `json:"rpm" range:"1,2147483647"`
+	MaxConcurrency nullable[int]      `json:"max_concurrency" range:"1,2147483647"`
+	ExpiresAt      nullable[int64]    `json:"expires_at" range:"-62135596800,253402300799"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -75,37 +60,41 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 		p.Name = *f.Name
 	}
 	if f.BudgetUSD.Set {
-		if v := f.BudgetUSD.Value; v != nil && *v < 0 {
-			return badRequest("budget_usd", "'budget_usd' must be >= 0 or null.")
-		}
 		p.BudgetUSD = f.BudgetUSD.Value
 	}
 	if f.Models.Set {
 		p.Models = nil
 		if f.Models.Value != nil {
+			if err := checkModelNames("models", *f.Models.Value); err != nil {
+				return err
+			}
 			p.Models = *f.Models.Value
 			if p.Models == nil {
 				p.Models = []string{}
 			}
 		}
 	}
-	for _, v := range []struct {
-		name string
-		n    nullable[int]
-		dst  **int
-	}{{"rpm", f.RPM, &p.RPM}, {"max_concurrency", f.MaxConcurrency, &p.MaxConcurrency}} {
-		if v.n.Set {
-			if v.n.Value != nil && *v.n.Value < 1 {
-				return badRequest(v.name, fmt.Sprintf("'%s' must be >= 1 or null.", v.name))
-			}
-			*v.dst = v.n.Value
-		}
+	if f.RPM.Set {
+		p.RPM = f.RPM.Value
+	}
+	if f.MaxConcurrency.Set {
+		p.MaxConcurrency = f.MaxConcurrency.Value
 	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
 		if f.ExpiresAt.Value != nil {
 			t := time.Unix(*f.ExpiresAt.Value, 0)
 			p.ExpiresAt = &t
+		}
+	}
+	return nil
+}
+
+// checkModelNames refuses an empty model name in a list.
+func checkModelNames(param string, names []string) error {
+	for i, m := range names {
+		if strings.TrimSpace(m) == "" || hasControl(m) {
+			return badRequest(fmt.Sprintf("%s[%d]", param, i), "Model names must be non-empty, without control characters.")
 		}
 	}
 	return nil
@@ -122,19 +111,6 @@ func keyObject(k *store.Key) map[string]any {
 		"budget_usd": k.BudgetUSD, "spent_usd": k.SpentUSD, "models": k.Models, "rpm": k.RPM,
 		"max_concurrency": k.MaxConcurrency, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
 		"revoked_at": unix(k.RevokedAt)}
-}
-
-// decodeAdmin reads an admin JSON body into v.
-func (s *Server) decodeAdmin(w http.ResponseWriter, r *http.Request, v any) bool {
-	b, err := s.readBody(w, r)
-	if err == nil && json.Unmarshal(b, v) != nil {
-		err = badRequest("", "The body must be a JSON object with the documented fields.")
-	}
-	if err != nil {
-		s.writeError(w, r, err)
-		return false
-	}
-	return true
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
@@ -213,151 +189,6 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, keyObject(&k))
 }
 
-// channelFields is the JSON of a channel; absent fields keep their value on PATCH.
-type channelFields struct {
-	Name     *string            `json:"name"`
-	Provider *string            `json:"provider"`
-	BaseURL  *string            `json:"base_url"`
-	APIKey   *string            `json:"api_key"`
-	Models   *[]string          `json:"models"`
-	ModelMap *map[string]string `json:"model_map"`
-	Priority *int               `json:"priority"`
-	Weight   *int               `json:"weight"`
-	Enabled  *bool              `json:"enabled"`
-}
-
-func (f *channelFields) apply(p *store.ChannelParams) error {
-	set := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	set(&p.Name, f.Name)
-	set(&p.Provider, f.Provider)
-	set(&p.BaseURL, f.BaseURL)
-	if f.APIKey != nil {
-		k := secret.Secret(*f.APIKey)
-		p.APIKey = &k
-	}
-	if f.Models != nil {
-		p.Models = *f.Models
-	}
-	if f.ModelMap != nil {
-		p.ModelMap = *f.ModelMap
-	}
-	if f.Priority != nil {
-		p.Priority = *f.Priority
-	}
-	if f.Weight != nil {
-		if *f.Weight < 1 {
-			return badRequest("weight", "'weight' must be >= 1.")
-		}
-		p.Weight = *f.Weight
-	}
-	if f.Enabled != nil {
-		p.Enabled = *f.Enabled
-	}
-	switch {
-	case p.Name == "":
-		return badRequest("name", "'name' is required.")
-	case !providers.Known(p.Provider):
-		return badRequest("provider", fmt.Sprintf("Unknown provider %q.", p.Provider))
-	case len(p.Models) == 0 && len(p.ModelMap) == 0:
-		return badRequest("models", "'models' must list at least one model.")
-	}
-	return nil
-}
-
-func (s *Server) createChannel(w http.ResponseWriter, r *http.Request) {
-	var f channelFields
-	if !s.decodeAdmin(w, r, &f) {
-		return
-	}
-	p := store.ChannelParams{Weight: 1, Enabled: true}
-	if err := f.apply(&p); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	ch, err := s.store.CreateChannel(r.Context(), p)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.channelsChanged(r)
-	writeJSON(w, http.StatusCreated, channelObject(&ch))
-}
-
-func channelObject(ch *store.Channel) map[string]any {
-	return map[string]any{"id": ch.ID, "object": "channel", "name": ch.Name, "provider": ch.Provider,
-		"base_url": ch.BaseURL, "api_key": ch.APIKeyHint, "models": ch.Models, "model_map": ch.ModelMap,
-		"priority": ch.Priority, "weight": ch.Weight, "enabled": ch.Enabled, "disabled_reason": ch.DisabledReason,
-		"created_at": ch.CreatedAt.Unix(), "updated_at": ch.UpdatedAt.Unix()}
-}
-
-func (s *Server) listChannels(w http.ResponseWriter, r *http.Request) {
-	chs, err := s.store.Channels(r.Context())
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	data := make([]any, 0, len(chs))
-	for i := range chs {
-		data = append(data, channelObject(&chs[i]))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
-}
-
-func (s *Server) getChannel(w http.ResponseWriter, r *http.Request) {
-	ch, err := s.store.Channel(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeAdminError(w, r, "channel", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, channelObject(&ch))
-}
-
-func (s *Server) patchChannel(w http.ResponseWriter, r *http.Request) {
-	ch, err := s.store.Channel(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.writeAdminError(w, r, "channel", err)
-		return
-	}
-	var f channelFields
-	if !s.decodeAdmin(w, r, &f) {
-		return
-	}
-	p := store.ChannelParams{Name: ch.Name, Provider: ch.Provider, BaseURL: ch.BaseURL, Models: ch.Models,
-		ModelMap: ch.ModelMap, Priority: ch.Priority, Weight: ch.Weight, Enabled: ch.Enabled}
-	if err := f.apply(&p); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if ch, err = s.store.UpdateChannel(r.Context(), ch.ID, p); err != nil {
-		s.writeAdminError(w, r, "channel", err)
-		return
-	}
-	s.channelsChanged(r)
-	writeJSON(w, http.StatusOK, channelObject(&ch))
-}
-
-func (s *Server) deleteChannel(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := s.store.DeleteChannel(r.Context(), id); err != nil {
-		s.writeAdminError(w, r, "channel", err)
-		return
-	}
-	s.channelsChanged(r)
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "object": "channel", "deleted": true})
-}
-
-// channelsChanged reloads this process's index now and tells every other process to.
-func (s *Server) channelsChanged(r *http.Request) {
-	if err := s.router.Refresh(r.Context()); err != nil {
-		s.log.WarnContext(r.Context(), "refresh channels", "err", err)
-	}
-	route.AnnounceChannelsChanged(s.nc)
-}
-
 func (s *Server) listPrices(w http.ResponseWriter, r *http.Request) {
 	ps, err := s.store.Prices(r.Context())
 	if err != nil {
@@ -367,16 +198,31 @@ func (s *Server) listPrices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": ps})
 }
 
+// priceFields is the body of PUT /admin/v1/prices/{model}.
+type priceFields struct {
+	Model         *string  `json:"model"` // optional; if given, it must be the path's model
+	InputPerMTok  *float64 `json:"input_usd_per_1m" range:"0,1e6"`
+	OutputPerMTok *float64 `json:"output_usd_per_1m" range:"0,1e6"`
+}
+
 func (s *Server) putPrice(w http.ResponseWriter, r *http.Request) {
-	var p store.Price
-	if !s.decodeAdmin(w, r, &p) {
+	var f priceFields
+	if !s.decodeAdmin(w, r, &f) {
 		return
 	}
-	p.Model = r.PathValue("model")
-	if p.InputPerMTok < 0 || p.OutputPerMTok < 0 {
-		s.writeError(w, r, badRequest("", "Prices must be >= 0."))
+	p := store.Price{Model: r.PathValue("model")}
+	switch {
+	case strings.TrimSpace(p.Model) == "":
+		s.writeError(w, r, badRequest("model", "The path must name a model: PUT /admin/v1/prices/{model}."))
+		return
+	case f.Model != nil && *f.Model != p.Model:
+		s.writeError(w, r, badRequest("model", "'model' in the body must be the model the path names."))
+		return
+	case f.InputPerMTok == nil || f.OutputPerMTok == nil:
+		s.writeError(w, r, badRequest("", "'input_usd_per_1m' and 'output_usd_per_1m' are required."))
 		return
 	}
+	p.InputPerMTok, p.OutputPerMTok = *f.InputPerMTok, *f.OutputPerMTok
 	if err := s.store.SetPrice(r.Context(), p); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -402,12 +248,12 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		if v == "" {
 			return def, nil
 		}
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			return time.Unix(n, 0), nil
-		}
 		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return time.Time{}, badRequest(name, fmt.Sprintf("'%s' must be Unix seconds or an RFC 3339 time.", name))
+		if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
+			t, err = time.Unix(n, 0), nil
+		}
+		if err != nil || t.Unix() < minUnix || t.Unix() > maxUnix {
+			return time.Time{}, badRequest(name, fmt.Sprintf("'%s' must be Unix seconds or an RFC 3339 time, in years 1 to 9999.", name))
 		}
 		return t, nil
 	}

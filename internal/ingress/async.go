@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/ids"
@@ -33,6 +35,9 @@ type submission struct {
 // a repeated one), each decoded on its own; the request body is kept as it came.
 func parseSubmission(raw []byte) (submission, error) {
 	var sub submission
+	if !utf8.Valid(raw) {
+		return sub, badRequest("", "The body must be valid UTF-8.")
+	}
 	if !json.Valid(raw) {
 		var v any
 		return sub, badRequest("", "We could not parse the JSON body of your request: "+jsonProblem(json.Unmarshal(raw, &v)))
@@ -46,7 +51,12 @@ func parseSubmission(raw []byte) (submission, error) {
 		case "endpoint":
 			dst = &sub.Endpoint
 		case "metadata":
-			dst = &sub.Metadata
+			md, err := parseMetadata(v)
+			if err != nil {
+				bad = "metadata"
+				return false
+			}
+			sub.Metadata = md
 		case "webhook":
 			dst = &sub.Webhook
 		case "timeout_s":
@@ -61,10 +71,36 @@ func parseSubmission(raw []byte) (submission, error) {
 	switch {
 	case err != nil:
 		return sub, badRequest("", "The body must be a JSON object.")
+	case bad == "metadata":
+		return sub, badRequest(bad, "'metadata' must be an object of string values (or null).")
 	case bad != "":
 		return sub, badRequest(bad, fmt.Sprintf("'%s' has the wrong type.", bad))
 	}
 	return sub, nil
+}
+
+// parseMetadata reads a job's metadata: null (as if absent, as OpenAI takes it) or an
+// object whose every value is a string. encoding/json alone would read {"a": null} into a
+// map[string]string as "a": "", and a number as an error only by luck of the type.
+func parseMetadata(raw []byte) (map[string]string, error) {
+	if jsonscan.IsNull(raw) {
+		return nil, nil
+	}
+	md := map[string]string{}
+	var bad error
+	err := jsonscan.Members(raw, func(k, v []byte) bool {
+		if len(v) == 0 || v[0] != '"' {
+			bad = errors.New("not a string")
+			return false
+		}
+		var s string
+		if bad = json.Unmarshal(v, &s); bad != nil {
+			return false
+		}
+		md[string(k)] = s
+		return true
+	})
+	return md, cmp.Or(err, bad)
 }
 
 var asyncEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true,
@@ -142,11 +178,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 			return
 		}
 	}
-	idem := r.Header.Get("Idempotency-Key")
-	if len(idem) > 255 {
-		s.writeError(w, r, badRequest("Idempotency-Key", "The Idempotency-Key header is at most 255 characters."))
-		return
-	}
+	idem := r.Header.Get("Idempotency-Key") // checked at the edge (checkInput)
 	now := time.Now()
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: sub.Endpoint, Model: sub.model, Body: sub.Body,
 		Async: true, CreatedAt: now, Deadline: now.Add(timeout), HoldsSlot: key.MaxConcurrency != nil}
@@ -173,7 +205,10 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		row = store.QueuedJob(&nj)
 	}
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		if !errors.Is(err, store.ErrPermanent) {
+			err = errOverloaded("The database is unavailable; retry shortly.")
+		}
+		s.writeError(w, r, err)
 		return
 	}
 	if !created && key.MaxConcurrency != nil {
@@ -275,6 +310,10 @@ func (s *Server) writeJobError(w http.ResponseWriter, r *http.Request, id string
 			fmt.Sprintf("No job with id %q.", id)))
 		return
 	}
+	if errors.Is(err, store.ErrPermanent) {
+		s.writeError(w, r, err) // a 400: input that should have been refused at the edge
+		return
+	}
 	s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
 }
 
@@ -342,5 +381,18 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, jobObject(&row))
 }
 
-// jobObject renders a job as API.md's job object (shared with webhook bodies).
-func jobObject(j *store.Job) *webhook.JobObject { return webhook.Object(j) }
+// statusCancelling is the status an API answer shows for a job that a cancel has been
+// asked of but that has not ended yet (its worker is aborting it), as OpenAI's batch
+// cancel answers "cancelling". It is never stored: the row reads running (or queued) with
+// cancel_requested until the job ends, as canceled or — if it finished first — as it ended.
+const statusCancelling = "cancelling"
+
+// jobObject renders a job as API.md's job object (shared with webhook bodies), showing an
+// unfinished job with a cancel requested as cancelling.
+func jobObject(j *store.Job) *webhook.JobObject {
+	o := webhook.Object(j)
+	if !j.Terminal() && j.CancelRequested {
+		o.Status = statusCancelling
+	}
+	return o
+}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/store"
 )
 
 // The API's error vocabulary is pkg/jobs's (jobs.NewError, jobs.BadRequest, …); these are
@@ -41,10 +42,21 @@ type anthropicErrorBody struct {
 	} `json:"error"`
 }
 
-// writeError writes err as an API error: *jobs.APIError with its status, anything else as a
-// generic 500 whose detail goes only to the log.
+// errUnstorable answers a request whose values Postgres refused (store.ErrPermanent): the
+// client's fault, so a 400 — though reaching it means a check at the edge is missing.
+var errUnstorable = apiError(http.StatusBadRequest, "invalid_request_error", "invalid_value",
+	"The request holds a value that cannot be stored (for example a NUL character or an out-of-range number).")
+
+// writeError writes err as an API error: *jobs.APIError with its status, a value Postgres
+// refused as a 400, anything else as a generic 500 whose detail goes only to the log.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := errors.AsType[*jobs.APIError](err)
+	if !ok && errors.Is(err, store.ErrPermanent) {
+		// A validation defect: say so in the log, where it can be found and fixed.
+		s.log.WarnContext(r.Context(), "input reached the database unvalidated", "err", err, "path", r.URL.Path,
+			"request_id", w.Header().Get("X-Request-Id"))
+		e, ok = errUnstorable, true
+	}
 	if !ok {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
 		e = jobs.Internal()

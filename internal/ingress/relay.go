@@ -13,16 +13,17 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// admit checks the key may use the model: 403 if not allowed, 404 if nobody serves it, 429
-// once the budget is spent.
+// admit checks the key may use the model: 404 if nobody serves it (whatever the key's
+// allowlist, as OpenAI answers an unknown model), 403 if it exists but the key may not use
+// it, 429 once the budget is spent.
 func (s *Server) admit(k *store.Key, model string) error {
-	if !k.AllowsModel(model) {
-		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
-			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
-	}
 	if !s.router.Has(model) {
 		return &jobs.APIError{Status: http.StatusNotFound, Type: "not_found_error", Code: "model_not_found",
 			Param: "model", Message: fmt.Sprintf("The model %q does not exist or you do not have access to it.", model)}
+	}
+	if !k.AllowsModel(model) {
+		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
 	}
 	if k.OverBudget() {
 		return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",

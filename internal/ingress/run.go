@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 	}
-	ln = LimitListener(ln, cfg.MaxConns)
+	ln = ShapeRawErrors(LimitListener(ln, cfg.MaxConns)) // net/http's own 4xx in the API's shape
 
 	var wg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(ctx)

@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
-		mux.Handle(pattern, s.instrument(pattern, h))
+		mux.Handle(pattern, s.instrument(pattern, s.checkInput(pattern, h)))
 	}
 	route("POST /v1/chat/completions", s.relay(jobs.EndpointChat))
 	route("POST /v1/completions", s.relay(jobs.EndpointCompletions))
@@ -228,21 +228,47 @@ func (c *keyCache) forget(keyID string) {
 	}
 }
 
-// bearer returns the credential from Authorization: Bearer or x-api-key.
-func bearer(r *http.Request) string {
-	if v := r.Header.Get("Authorization"); v != "" {
-		scheme, tok, ok := strings.Cut(v, " ")
-		if ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(tok)
-		}
-		return ""
+// errAmbiguousCredential answers a request that names its caller more than once, in ways
+// that disagree: which one to check would be a guess, and a guess is how a front proxy and
+// Sluice come to see different callers.
+var errAmbiguousCredential = apiError(http.StatusBadRequest, "invalid_request_error", "ambiguous_credentials",
+	"Send one credential: a single 'Authorization: Bearer …' header, or a single x-api-key header (the same key if both).")
+
+// credential returns the caller's token: the Bearer token of the Authorization header or,
+// when apiKeyHeader allows it (the /v1 routes, for Anthropic clients), the x-api-key
+// header. It returns "" if there is none (or Authorization is not a Bearer token), and
+// errAmbiguousCredential for two Authorization or two x-api-key headers, or for an
+// x-api-key that differs from the Authorization token.
+func credential(r *http.Request, apiKeyHeader bool) (string, error) {
+	auths, keys := r.Header.Values("Authorization"), r.Header.Values("X-Api-Key")
+	if len(auths) > 1 || len(keys) > 1 {
+		return "", errAmbiguousCredential
 	}
-	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+	tok := ""
+	if len(auths) == 1 {
+		scheme, t, ok := strings.Cut(auths[0], " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			tok = strings.TrimSpace(t)
+		}
+	}
+	if len(keys) == 1 {
+		k := strings.TrimSpace(keys[0])
+		switch {
+		case len(auths) == 1 && k != tok:
+			return "", errAmbiguousCredential
+		case apiKeyHeader:
+			tok = k
+		}
+	}
+	return tok, nil
 }
 
 // authenticate returns the caller's usable key, or the 401 of API.md.
 func (s *Server) authenticate(r *http.Request) (store.Key, error) {
-	tok := bearer(r)
+	tok, err := credential(r, true)
+	if err != nil {
+		return store.Key{}, err
+	}
 	if !strings.HasPrefix(tok, "sk-sl-") || len(tok) > 128 {
 		return store.Key{}, errInvalidKey
 	}
@@ -275,8 +301,21 @@ func (s *Server) authenticate(r *http.Request) (store.Key, error) {
 	return k, nil
 }
 
-// isAdmin checks the admin bearer token in constant time.
-func (s *Server) isAdmin(r *http.Request) bool {
-	tok := bearer(r)
-	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken.Reveal())) == 1
+// errInvalidAdminToken is the 401 of the admin routes.
+var errInvalidAdminToken = apiError(http.StatusUnauthorized, "authentication_error", "invalid_admin_token",
+	"Missing or incorrect admin token. Send it as 'Authorization: Bearer <admin token>'.")
+
+// checkAdmin checks the admin token in constant time. The token is taken only from
+// Authorization: Bearer, never from x-api-key: no admin client needs that header, and a
+// header proxies and SDKs treat as an ordinary API key should not carry the operator's
+// credential. It returns errInvalidAdminToken or errAmbiguousCredential.
+func (s *Server) checkAdmin(r *http.Request) error {
+	tok, err := credential(r, false)
+	if err != nil {
+		return err
+	}
+	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken.Reveal())) != 1 {
+		return errInvalidAdminToken
+	}
+	return nil
 }

@@ -96,7 +96,7 @@ func (s *Store) DisableChannel(ctx context.Context, id, reason string) error {
 func (s *Store) DeleteChannel(ctx context.Context, id string) error {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM channels WHERE id = $1`, id)
 	if err != nil {
-		return fmt.Errorf("delete channel %s: %w", id, err)
+		return fmt.Errorf("delete channel %s: %w", id, classify(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return ErrNotFound
@@ -123,7 +123,7 @@ func (s *Store) Channels(ctx context.Context) ([]Channel, error) {
 func (s *Store) oneChannel(ctx context.Context, sql string, args ...any) (Channel, error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return Channel{}, fmt.Errorf("query channel: %w", err)
+		return Channel{}, fmt.Errorf("query channel: %w", classify(err))
 	}
 	chs, err := s.collectChannels(rows)
 	if err != nil {
@@ -158,7 +158,7 @@ func (s *Store) collectChannels(rows pgx.Rows) ([]Channel, error) {
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list channels: %w", err)
+		return nil, fmt.Errorf("list channels: %w", classify(err))
 	}
 	return out, nil
 }

@@ -115,7 +115,7 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 		return err
 	})
 	if err != nil {
-		return Job{}, false, fmt.Errorf("create job %s: %w", j.ID, err)
+		return Job{}, false, fmt.Errorf("create job %s: %w", j.ID, classify(err))
 	}
 	return job, created, nil
 }
@@ -124,7 +124,7 @@ func (s *Store) CreateQueuedJob(ctx context.Context, j NewJob, idemKey string) (
 func (s *Store) Job(ctx context.Context, keyID, id string) (Job, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = $1 AND key_id = $2`, id, keyID)
 	if err != nil {
-		return Job{}, fmt.Errorf("read job %s: %w", id, err)
+		return Job{}, fmt.Errorf("read job %s: %w", id, classify(err))
 	}
 	return collectJob(rows, id)
 }
@@ -132,7 +132,7 @@ func (s *Store) Job(ctx context.Context, keyID, id string) (Job, error) {
 func (s *Store) jobByID(ctx context.Context, id string) (Job, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = $1`, id)
 	if err != nil {
-		return Job{}, fmt.Errorf("read job %s: %w", id, err)
+		return Job{}, fmt.Errorf("read job %s: %w", id, classify(err))
 	}
 	return collectJob(rows, id)
 }
@@ -143,7 +143,7 @@ func collectJob(rows pgx.Rows, id string) (Job, error) {
 		return Job{}, ErrNotFound
 	}
 	if err != nil {
-		return Job{}, fmt.Errorf("read job %s: %w", id, err)
+		return Job{}, fmt.Errorf("read job %s: %w", id, classify(err))
 	}
 	return j, nil
 }
@@ -189,11 +189,11 @@ func (s *Store) ListJobs(ctx context.Context, keyID, status, after string, limit
 		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
 		ORDER BY id DESC LIMIT $4`, keyID, status, after, limit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("list jobs: %w", err)
+		return nil, false, fmt.Errorf("list jobs: %w", classify(err))
 	}
 	jobs, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Job])
 	if err != nil {
-		return nil, false, fmt.Errorf("list jobs: %w", err)
+		return nil, false, fmt.Errorf("list jobs: %w", classify(err))
 	}
 	if len(jobs) > limit {
 		return jobs[:limit], true, nil
@@ -216,7 +216,7 @@ func (s *Store) CancelJob(ctx context.Context, keyID, id string) (Job, error) {
 			cancel_requested = cancel_requested OR finished_at IS NULL
 		WHERE id = $1 AND key_id = $2 RETURNING `+jobColumns, id, keyID, canceledError)
 	if err != nil {
-		return Job{}, fmt.Errorf("cancel job %s: %w", id, err)
+		return Job{}, fmt.Errorf("cancel job %s: %w", id, classify(err))
 	}
 	return collectJob(rows, id)
 }

@@ -89,11 +89,11 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
 		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt)
 	if err != nil {
-		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", err)
+		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
 	k, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Key])
 	if err != nil {
-		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", err)
+		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
 	return k, sec, nil
 }
@@ -154,14 +154,14 @@ func (s *Store) WebhookSecret(ctx context.Context, keyID string) (secret.Secret,
 func (s *Store) oneKey(ctx context.Context, sql string, args ...any) (Key, error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return Key{}, fmt.Errorf("query key: %w", err)
+		return Key{}, fmt.Errorf("query key: %w", classify(err))
 	}
 	k, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[Key])
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Key{}, ErrNotFound
 	}
 	if err != nil {
-		return Key{}, fmt.Errorf("query key: %w", err)
+		return Key{}, fmt.Errorf("query key: %w", classify(err))
 	}
 	return k, nil
 }

@@ -22,7 +22,7 @@ func (s *Store) SetPrice(ctx context.Context, p Price) error {
 		SET input_usd_per_1m = EXCLUDED.input_usd_per_1m, output_usd_per_1m = EXCLUDED.output_usd_per_1m,
 		    updated_at = now()`, p.Model, p.InputPerMTok, p.OutputPerMTok)
 	if err != nil {
-		return fmt.Errorf("set price of %s: %w", p.Model, err)
+		return fmt.Errorf("set price of %s: %w", p.Model, classify(err))
 	}
 	return nil
 }
@@ -63,11 +63,11 @@ func (s *Store) Usage(ctx context.Context, keyID string, from, to time.Time, gro
 		FROM usage_ledger WHERE ($1 = '' OR key_id = $1) AND created_at >= $2 AND created_at < $3
 		GROUP BY g ORDER BY g`, keyID, from, to)
 	if err != nil {
-		return nil, fmt.Errorf("usage: %w", err)
+		return nil, fmt.Errorf("usage: %w", classify(err))
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[UsageRow])
 	if err != nil {
-		return nil, fmt.Errorf("usage: %w", err)
+		return nil, fmt.Errorf("usage: %w", classify(err))
 	}
 	return out, nil
 }
