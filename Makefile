@@ -29,7 +29,7 @@ lint: ## golangci-lint v2 with the import-direction rules of .golangci.yaml (ins
 	  GOBIN=$(CURDIR)/.dev/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	@.dev/bin/golangci-lint run $(PKGS)
 
-bench: ## end-to-end benchmark, direct vs through Sluice (~5 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)
+bench: ## end-to-end benchmark, direct vs through Sluice (~4 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)
 	@$(GO) run ./cmd/sluicebench -go "$(GO)" $(BENCH_FLAGS)
 
 soak: ## fault storm: 50,000 requests through real ingress, worker and faulty upstream; bounds and exact ledger (~3 min; see BENCHMARKS.md)
