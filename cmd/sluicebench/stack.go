@@ -199,6 +199,9 @@ func (s *stack) startWorker(ctx context.Context, workerConc int) error {
 	}
 	env := s.env()
 	env["WORKER_ADDR"], env["WORKER_CONCURRENCY"] = s.wrkAddr, fmt.Sprint(workerConc)
+	// The bench drives one API key: let it use every slot, as a single-tenant deployment
+	// would (older builds ignore the variable).
+	env["WORKER_KEY_SHARE"] = "1"
 	if s.cfg.h2c {
 		env["UPSTREAM_H2C"] = "true"
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -61,8 +62,9 @@ type stackOpts struct {
 	hookRetry   time.Duration // the worker's WEBHOOK_RETRY_BASE (10s when zero)
 	noPrivate   bool          // ingress and worker refuse loopback/private webhook URLs
 	tune        func(*worker.PoolConfig)
-	noWorker    bool // the test starts its own workers
-	h2c         bool // INGRESS_H2C and UPSTREAM_H2C
+	noWorker    bool    // the test starts its own workers
+	keyShare    float64 // WORKER_KEY_SHARE; 0: 1 (off), since most tests use one key
+	h2c         bool    // INGRESS_H2C and UPSTREAM_H2C
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -94,7 +96,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		Concurrency: o.concurrency, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, Retention: 24 * time.Hour,
-		WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c}
+		WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c, KeyShare: cmp.Or(o.keyShare, 1)}
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
@@ -303,5 +305,6 @@ func (s *stack) workerEnv(addr string, concurrency int) map[string]string {
 		"WORKER_ADDR": addr, "WORKER_CONCURRENCY": fmt.Sprint(concurrency), "JOB_TIMEOUT": s.wcfg.JobTimeout.String(),
 		"UPSTREAM_IDLE_TIMEOUT": s.wcfg.IdleTimeout.String(), "JOB_ACK_WAIT": s.wcfg.AckWait.String(),
 		"CHANNEL_REFRESH": "1s", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true",
+		"WORKER_KEY_SHARE": fmt.Sprint(s.wcfg.KeyShare),
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// channelFields is the JSON of a channel; absent fields keep their value on PATCH. None may
-// be null. priority and weight are integer columns.
+// channelFields is the JSON of a channel; absent fields keep their value on PATCH. Only
+// max_concurrency may be null (no cap). priority and weight are integer columns.
 type channelFields struct {
 	Name     *string            `json:"name"`
 	Provider *string            `json:"provider"`
@@ -25,6 +25,8 @@ type channelFields struct {
 	Priority *int               `json:"priority" range:"-2147483648,2147483647"`
 	Weight   *int               `json:"weight" range:"1,2147483647"`
 	Enabled  *bool              `json:"enabled"`
+	// MaxConcurrency caps the channel's upstream calls in flight per worker process.
+	MaxConcurrency nullable[int] `json:"max_concurrency" range:"1,1000000"`
 }
 
 // apply sets p's fields from f and checks the result. hasKey says whether the channel
@@ -59,6 +61,9 @@ func (f *channelFields) apply(p *store.ChannelParams, creating, hasKey bool) err
 	}
 	if f.Enabled != nil {
 		p.Enabled = *f.Enabled
+	}
+	if f.MaxConcurrency.Set {
+		p.MaxConcurrency = f.MaxConcurrency.Value
 	}
 	switch {
 	case strings.TrimSpace(p.Name) == "":
@@ -175,7 +180,7 @@ func channelObject(ch *store.Channel) map[string]any {
 	return map[string]any{"id": ch.ID, "object": "channel", "name": ch.Name, "provider": ch.Provider,
 		"base_url": ch.BaseURL, "api_key": ch.APIKeyHint, "models": ch.Models, "model_map": ch.ModelMap,
 		"priority": ch.Priority, "weight": ch.Weight, "enabled": ch.Enabled, "disabled_reason": ch.DisabledReason,
-		"created_at": ch.CreatedAt.Unix(), "updated_at": ch.UpdatedAt.Unix()}
+		"max_concurrency": ch.MaxConcurrency, "created_at": ch.CreatedAt.Unix(), "updated_at": ch.UpdatedAt.Unix()}
 }
 
 func (s *Server) listChannels(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +216,8 @@ func (s *Server) patchChannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := store.ChannelParams{Name: ch.Name, Provider: ch.Provider, BaseURL: ch.BaseURL, Models: ch.Models,
-		ModelMap: ch.ModelMap, Priority: ch.Priority, Weight: ch.Weight, Enabled: ch.Enabled}
+		ModelMap: ch.ModelMap, Priority: ch.Priority, Weight: ch.Weight, Enabled: ch.Enabled,
+		MaxConcurrency: ch.MaxConcurrency}
 	if err := f.apply(&p, false, ch.APIKey != ""); err != nil {
 		s.writeError(w, r, err)
 		return

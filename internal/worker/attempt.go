@@ -86,26 +86,23 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 		if ctx.Err() != nil {
 			return ended(ctx, job, nil, emitted, rt.Channel.ID)
 		}
-		body, err := job.Body, error(nil)
-		if rt.UpstreamModel != job.Model { // the ingress checked the body is an object
-			body, err = setModel(job.Body, rt.UpstreamModel)
+		release, free := c.router.Acquire(rt)
+		if !free { // the channel filled up while this job waited: pick again, no attempt spent
+			attempt--
+			continue
 		}
-		if err != nil {
-			return failed(jobs.BadRequest("", "The request body must be a JSON object."))
-		}
-		began := time.Now()
-		res, err := rt.Provider.Do(ctx, &providers.Request{Endpoint: job.Endpoint, Body: body, Stream: job.Stream,
-			WantUsageChunk: job.WantUsageChunk}, emit)
+		res, err := c.call(ctx, job, rt, emit)
+		release()
 		if err == nil {
-			c.metrics.upstream.WithLabelValues(rt.Channel.Provider, "ok").Observe(time.Since(began).Seconds())
-			c.router.Succeeded(rt.Channel.ID)
 			return success(job, res, emitted, rt.Channel.ID)
 		}
 		perr, isProv := errors.AsType[*providers.Error](err)
 		if !isProv {
 			perr = &providers.Error{Provider: rt.Channel.Provider, Err: err}
 		}
-		c.metrics.upstream.WithLabelValues(rt.Channel.Provider, outcomeLabel(perr)).Observe(time.Since(began).Seconds())
+		if errors.Is(err, errNotObject) {
+			return failed(jobs.BadRequest("", "The request body must be a JSON object."))
+		}
 		if ctx.Err() != nil {
 			return ended(ctx, job, res, emitted, rt.Channel.ID)
 		}
@@ -128,6 +125,34 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 			return upstreamFailure(perr, attempt)
 		}
 	}
+}
+
+// errNotObject: the job's body could not be rewritten for the upstream's model name.
+var errNotObject = errors.New("request body is not a JSON object")
+
+// call makes one upstream call on rt and records its metrics; a success closes the
+// channel's circuit (failures are judged by run).
+func (c *caller) call(ctx context.Context, job *jobs.Job, rt route.Target, emit func(providers.Event) error) (*providers.Result, error) {
+	body := job.Body
+	if rt.UpstreamModel != job.Model { // the ingress checked the body is an object
+		var err error
+		if body, err = setModel(job.Body, rt.UpstreamModel); err != nil {
+			return nil, errNotObject
+		}
+	}
+	began := time.Now()
+	res, err := rt.Provider.Do(ctx, &providers.Request{Endpoint: job.Endpoint, Body: body, Stream: job.Stream,
+		WantUsageChunk: job.WantUsageChunk}, emit)
+	label := "ok"
+	if err == nil {
+		c.router.Succeeded(rt.Channel.ID)
+	} else if perr, ok := errors.AsType[*providers.Error](err); ok {
+		label = outcomeLabel(perr)
+	} else {
+		label = "error"
+	}
+	c.metrics.upstream.WithLabelValues(rt.Channel.Provider, label).Observe(time.Since(began).Seconds())
+	return res, err
 }
 
 // disable turns a channel off in Postgres and in this worker's index, and tells the others.

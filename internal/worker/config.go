@@ -13,7 +13,7 @@ import (
 type Config struct {
 	cli.Common
 	Addr               string        `env:"WORKER_ADDR" envDefault:":9090"`
-	Concurrency        int           `env:"WORKER_CONCURRENCY" envDefault:"64"`
+	Concurrency        int           `env:"WORKER_CONCURRENCY" envDefault:"2048"`
 	IdleTimeout        time.Duration `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"5m"`
 	IdleConnTimeout    time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
 	MaxAttempts        int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
@@ -22,10 +22,11 @@ type Config struct {
 	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
 	WebhookRetryBase   time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`
 	AckWait            time.Duration `env:"JOB_ACK_WAIT" envDefault:"60s"`
-	MaxAckPending      int           `env:"JOB_MAX_ACK_PENDING" envDefault:"4096"`
+	MaxAckPending      int           `env:"JOB_MAX_ACK_PENDING" envDefault:"16384"`
 	MaxDeliver         int           `env:"JOB_MAX_DELIVER" envDefault:"10"`
 	Retention          time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
 	KeyCacheTTL        time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
+	KeyShare           float64       `env:"WORKER_KEY_SHARE" envDefault:"0.5"`
 }
 
 // Queue is the job stream and consumer configuration: the common part plus what only the
@@ -48,6 +49,7 @@ func (c *Config) Validate() error {
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)
 	check(c.MaxAckPending >= c.Concurrency, "JOB_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY (%d)", c.MaxAckPending, c.Concurrency)
 	check(c.MaxDeliver >= 2 && c.MaxDeliver <= 100, "JOB_MAX_DELIVER=%d: want 2..100", c.MaxDeliver)
+	check(c.KeyShare > 0 && c.KeyShare <= 1, "WORKER_KEY_SHARE=%g: want a fraction in (0, 1]", c.KeyShare)
 	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)
 	check(c.WebhookConcurrency >= 1 && c.WebhookConcurrency <= 1024, "WEBHOOK_CONCURRENCY=%d: want 1..1024", c.WebhookConcurrency)

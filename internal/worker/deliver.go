@@ -30,6 +30,7 @@ const (
 	endShutdown                  // the worker stopped the job at shutdown
 	endRan                       // the job ran (or was ended) and has an outcome to record
 	endRecorded                  // the outcome is in Postgres, by this delivery or an earlier one
+	endOverShare                 // the job's key holds its whole share of this worker's slots
 )
 
 // situation is what decide needs to know about one delivery.
@@ -52,6 +53,16 @@ type deliveryPolicy struct {
 	maxDeliver int // the consumer's MaxDeliver: the last delivery must end the job
 }
 
+// spareDeliveries is how many deliveries an over-share job keeps in hand for crashes and
+// outages: with fewer left it runs over its key's share rather than risk its last delivery.
+const spareDeliveries = 3
+
+// overShareDelay is how long a job over its key's share waits before its next delivery:
+// longer each time, up to 8 s.
+func overShareDelay(delivered int) time.Duration {
+	return min(time.Duration(delivered)*time.Second, 8*time.Second)
+}
+
 // storeRetryDelay is how long a job whose outcome could not be recorded waits before its
 // redelivery: long enough not to spin while Postgres is away.
 const storeRetryDelay = time.Second
@@ -66,6 +77,9 @@ const storeRetryDelay = time.Second
 //     delivery is left; otherwise its outcome (worker_shutdown) is recorded like any other.
 //   - A job that ran is recorded first; once recorded it is acked. A lost ack costs one
 //     redelivery, which finds the row finished and replays it.
+//   - A job whose key already holds its share of the slots goes back to the queue, after a
+//     growing delay, so the slot serves another key; with few deliveries left it runs anyway
+//     (actSettle here: the caller runs it over the share).
 func (p deliveryPolicy) decide(s situation) decision {
 	last := s.delivered >= p.maxDeliver
 	switch s.end {
@@ -83,6 +97,11 @@ func (p deliveryPolicy) decide(s situation) decision {
 		return decision{act: actSettle}
 	case endRan:
 		return decision{act: actSettle}
+	case endOverShare:
+		if s.delivered+spareDeliveries >= p.maxDeliver {
+			return decision{act: actSettle}
+		}
+		return decision{act: actNak, delay: overShareDelay(s.delivered)}
 	default: // endRecorded
 		return decision{act: actAck}
 	}

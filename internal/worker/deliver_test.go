@@ -29,6 +29,9 @@ func TestDecide(t *testing.T) {
 		{"ran: record first", situation{end: endRan, delivered: 1}, decision{act: actSettle}},
 		{"recorded", situation{end: endRecorded, delivered: 1}, decision{act: actAck}},
 		{"recorded on a redelivery", situation{end: endRecorded, delivered: 10}, decision{act: actAck}},
+		{"over its key's share", situation{end: endOverShare, delivered: 1}, decision{act: actNak, delay: time.Second}},
+		{"over its key's share again", situation{end: endOverShare, delivered: 6}, decision{act: actNak, delay: 6 * time.Second}},
+		{"over its key's share, few deliveries left", situation{end: endOverShare, delivered: 7}, decision{act: actSettle}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

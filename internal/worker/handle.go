@@ -43,6 +43,17 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	}
 	d := &delivery{msg: msg, job: job, delivered: int(md.NumDelivered), rep: jobs.NewReplier(p.nc, job, md.NumDelivered),
 		log: p.log.With("job_id", job.ID, "key_id", job.KeyID, "model", job.Model, "attempt", md.NumDelivered)}
+	// The key's share of the slots: over it, the job goes back to the queue for a while, so
+	// this slot serves another key (unless the job has few deliveries to spare).
+	over := p.policy.decide(situation{end: endOverShare, delivered: d.delivered})
+	releaseShare, ok := p.shares.take(job.KeyID, over.act == actSettle)
+	if !ok {
+		d.log.DebugContext(ctx, "key over its share of the slots; job returned to the queue", "retry_in", over.delay)
+		p.metrics.overShare.Inc()
+		apply(d.log, msg, over)
+		return
+	}
+	defer releaseShare()
 	defer p.held.hold(md.Sequence.Stream, msg)()
 	p.metrics.busy.Inc()
 	defer p.metrics.busy.Dec()

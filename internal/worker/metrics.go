@@ -10,6 +10,8 @@ type Metrics struct {
 	upstream *prometheus.HistogramVec
 	busy     prometheus.Gauge
 	slots    prometheus.Gauge
+	// overShare counts jobs returned to the queue because their key held its share of the slots.
+	overShare prometheus.Counter
 }
 
 // NewMetrics registers the worker's collectors on reg.
@@ -28,9 +30,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		slots: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_worker_slots", Help: "WORKER_CONCURRENCY of this worker.",
 		}),
+		overShare: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_worker_over_share_total",
+			Help: "Jobs returned to the queue because their API key held its share (WORKER_KEY_SHARE) of the slots.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.upstream, m.busy, m.slots)
+		reg.MustRegister(m.jobs, m.upstream, m.busy, m.slots, m.overShare)
 	}
 	return m
 }

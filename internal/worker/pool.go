@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -41,6 +42,9 @@ type PoolConfig struct {
 	RetryMax      time.Duration // cap on one backoff (5s)
 	FetchWait     time.Duration // longest wait of one pull request (5s)
 	KeyCacheTTL   time.Duration // how long a key read at pick-up is trusted (10s)
+	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
+	// turns the cap off).
+	KeyShare float64
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -52,6 +56,7 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	c.RetryMax = cmp.Or(c.RetryMax, 5*time.Second)
 	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, 10*time.Second)
+	c.KeyShare = cmp.Or(c.KeyShare, 0.5)
 	return c
 }
 
@@ -68,6 +73,7 @@ type Pool struct {
 	metrics *Metrics
 	held    *held
 	keys    *keyCheck
+	shares  *shares
 	caller  *caller
 	policy  deliveryPolicy
 
@@ -97,6 +103,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 	return &Pool{cfg: cfg, nc: nc, cons: cons, rec: rec, log: log, metrics: metrics,
 		held:   newHeld(cfg.Queue.JobTimeout),
 		keys:   newKeyCheck(cfg.KeyCacheTTL, rec.KeyByID),
+		shares: newShares(int(math.Ceil(cfg.KeyShare * float64(cfg.Concurrency)))),
 		caller: &caller{cfg: cfg, router: router, rec: rec, nc: nc, metrics: metrics},
 		policy: deliveryPolicy{maxDeliver: cfg.Queue.MaxDeliver},
 		settle: batch.New(rec.FinishJobs, batch.Options{}),

@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer stopWatch()
 
 	pcfg := PoolConfig{Queue: qcfg, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace,
-		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL}
+		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL, KeyShare: cfg.KeyShare}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}

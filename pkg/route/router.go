@@ -48,12 +48,19 @@ type Router struct {
 	loaded  time.Time            // when the last successful refresh began
 	removed map[string]time.Time // channel id → when Remove took it out
 	refresh sync.Mutex
+
+	busyMu   sync.Mutex
+	inflight map[string]int // channel id → calls in flight in this process, for capped channels
 }
+
+// BusyRecheck is the wait Pick reports for a channel at its max_concurrency: the caller
+// looks again after it (a call on the channel may have ended by then).
+const BusyRecheck = 50 * time.Millisecond
 
 // NewRouter returns a Router; call Refresh once, then Run to keep it fresh.
 func NewRouter(src ChannelSource, build BuildFunc, log *slog.Logger) *Router {
 	return &Router{src: src, build: build, log: log, byModel: map[string][]Target{}, cool: map[string]time.Time{}, fails: map[string]int{}, removed: map[string]time.Time{}, now: time.Now,
-		nudge: make(chan struct{}, 1)}
+		nudge: make(chan struct{}, 1), inflight: map[string]int{}}
 }
 
 // Refresh reloads the channels.
@@ -163,34 +170,38 @@ func (r *Router) Has(model string) bool {
 }
 
 // Pick chooses a route for model, skipping channels in tried. When every untried channel is
-// cooling down it returns the one that is ready soonest and how long until then. ok is false
-// when no untried channel serves the model.
+// cooling down or at its max_concurrency in this process (busy, rechecked after
+// BusyRecheck), it returns the one that is ready soonest and how long until then. ok is false
+// when no untried channel serves the model. Pick reserves nothing: call Acquire before the
+// upstream call.
 func (r *Router) Pick(model string, tried map[string]bool) (t Target, wait time.Duration, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	now := r.now()
-	var ready, cooling []Target
+	var ready []Target
+	var best Target
+	var bestAt time.Time
 	for _, rt := range r.byModel[model] {
 		if tried[rt.Channel.ID] {
 			continue
 		}
-		if until := r.cool[rt.Channel.ID]; until.After(now) {
-			cooling = append(cooling, rt)
+		at := r.cool[rt.Channel.ID]
+		if r.full(rt.Channel) {
+			at = later(at, now.Add(BusyRecheck))
+		}
+		if at.After(now) {
+			if bestAt.IsZero() || at.Before(bestAt) {
+				best, bestAt = rt, at
+			}
 			continue
 		}
 		ready = append(ready, rt)
 	}
 	if len(ready) == 0 {
-		if len(cooling) == 0 {
+		if bestAt.IsZero() {
 			return Target{}, 0, false
 		}
-		best := cooling[0]
-		for _, rt := range cooling[1:] {
-			if r.cool[rt.Channel.ID].Before(r.cool[best.Channel.ID]) {
-				best = rt
-			}
-		}
-		return best, r.cool[best.Channel.ID].Sub(now), true
+		return best, bestAt.Sub(now), true
 	}
 	top := ready[0].Channel.Priority
 	for _, rt := range ready {
@@ -211,6 +222,56 @@ func (r *Router) Pick(model string, tried map[string]bool) (t Target, wait time.
 		}
 	}
 	return tier[len(tier)-1], 0, true
+}
+
+// full reports whether a capped channel has max_concurrency calls in flight here.
+func (r *Router) full(ch store.Channel) bool {
+	if ch.MaxConcurrency == nil {
+		return false
+	}
+	r.busyMu.Lock()
+	defer r.busyMu.Unlock()
+	return r.inflight[ch.ID] >= *ch.MaxConcurrency
+}
+
+// Acquire takes one of t's channel's max_concurrency places for an upstream call; release
+// gives it back (call it once the call has returned). ok is false if the channel is full,
+// and then there is nothing to release. An uncapped channel always has room.
+func (r *Router) Acquire(t Target) (release func(), ok bool) {
+	ch := t.Channel
+	if ch.MaxConcurrency == nil {
+		return func() {}, true
+	}
+	r.busyMu.Lock()
+	defer r.busyMu.Unlock()
+	if r.inflight[ch.ID] >= *ch.MaxConcurrency {
+		return nil, false
+	}
+	r.inflight[ch.ID]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.busyMu.Lock()
+			defer r.busyMu.Unlock()
+			if r.inflight[ch.ID]--; r.inflight[ch.ID] <= 0 {
+				delete(r.inflight, ch.ID)
+			}
+		})
+	}, true
+}
+
+// InFlight is how many calls are in flight here on a capped channel.
+func (r *Router) InFlight(channelID string) int {
+	r.busyMu.Lock()
+	defer r.busyMu.Unlock()
+	return r.inflight[channelID]
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // Failed records a retryable failure of a channel: it cools for retryAfter if the upstream

@@ -128,3 +128,52 @@ func TestRouterModelMap(t *testing.T) {
 		t.Errorf("Models = %v", got)
 	}
 }
+
+// TestMaxConcurrencyPerChannel_Issue9_0: a channel at its max_concurrency is busy — Pick
+// prefers another channel, or reports a short wait — and Acquire refuses it until a call ends.
+func TestMaxConcurrencyPerChannel_Issue9_0(t *testing.T) {
+	t.Parallel()
+	two := 2
+	capped := store.Channel{ID: "ch_capped", Provider: "openai", Models: []string{"m"}, Enabled: true, Weight: 1,
+		Priority: 1, MaxConcurrency: &two}
+	spare := store.Channel{ID: "ch_spare", Provider: "openai", Models: []string{"m"}, Enabled: true, Weight: 1}
+	r, _ := newTestRouter(t, capped, spare)
+	pick := func() (string, time.Duration) {
+		t.Helper()
+		rt, wait, ok := r.Pick("m", nil)
+		if !ok {
+			t.Fatal("Pick found no channel")
+		}
+		return rt.Channel.ID, wait
+	}
+	if id, _ := pick(); id != "ch_capped" {
+		t.Fatalf("Pick = %s, want the higher-priority capped channel while it has room", id)
+	}
+	rt, _, _ := r.Pick("m", nil)
+	rel1, ok1 := r.Acquire(rt)
+	rel2, ok2 := r.Acquire(rt)
+	if !ok1 || !ok2 {
+		t.Fatal("Acquire refused a channel below its cap")
+	}
+	if _, ok := r.Acquire(rt); ok {
+		t.Fatal("Acquire took a third place on a channel capped at 2")
+	}
+	if id, wait := pick(); id != "ch_spare" || wait != 0 {
+		t.Errorf("Pick with the capped channel full = %s (wait %s), want the spare channel at once", id, wait)
+	}
+	if id, wait := func() (string, time.Duration) {
+		rt, wait, _ := r.Pick("m", map[string]bool{"ch_spare": true})
+		return rt.Channel.ID, wait
+	}(); id != "ch_capped" || wait != BusyRecheck {
+		t.Errorf("Pick with only the full channel left = %s (wait %s), want it after %s", id, wait, BusyRecheck)
+	}
+	rel1()
+	rel1() // a second release gives nothing back twice
+	if n := r.InFlight("ch_capped"); n != 1 {
+		t.Errorf("in flight after one release (twice) = %d, want 1", n)
+	}
+	if _, ok := r.Acquire(rt); !ok {
+		t.Error("Acquire refused a place freed by a release")
+	}
+	rel2()
+}
