@@ -65,6 +65,9 @@ type stackOpts struct {
 	noWorker    bool    // the test starts its own workers
 	keyShare    float64 // WORKER_KEY_SHARE; 0: 1 (off), since most tests use one key
 	h2c         bool    // INGRESS_H2C and UPSTREAM_H2C
+	// defaults runs both binaries with their default settings, as parsed from an environment
+	// holding only what is required (the other options are ignored).
+	defaults bool
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -97,6 +100,15 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		Concurrency: o.concurrency, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, Retention: 24 * time.Hour,
 		WebhookRetryBase: o.hookRetry, UpstreamH2C: o.h2c, KeyShare: cmp.Or(o.keyShare, 1)}
+	if o.defaults {
+		required := map[string]string{"DATABASE_URL": s.db.URL, "NATS_URL": s.nats.URL,
+			"SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey, "SLUICE_ADMIN_TOKEN": adminToken,
+			"WEBHOOK_ALLOW_PRIVATE": "true"}
+		s.wcfg = worker.Config{}
+		if err := cli.Load(&s.wcfg, required); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
@@ -105,6 +117,14 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		AdminToken: adminToken, MaxBodyBytes: o.maxBody, MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting,
 		KeyCacheTTL: 10 * time.Second, H2C: o.h2c}
+	if o.defaults {
+		icfg = ingress.Config{}
+		if err := cli.Load(&icfg, map[string]string{"DATABASE_URL": s.db.URL, "NATS_URL": s.nats.URL,
+			"SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey, "SLUICE_ADMIN_TOKEN": adminToken,
+			"WEBHOOK_ALLOW_PRIVATE": "true"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.icfg = icfg
 	s.base, s.stopI = s.startIngress()
 	return s
