@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 

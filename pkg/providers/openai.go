@@ -11,7 +11,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/sluicehq/sluice/internal/jsonscan"
+	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/secret"
 )
 
