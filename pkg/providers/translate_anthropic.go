@@ -22,20 +22,6 @@ import (
 // client set none.
 const defaultMaxTokens = 4096
 
-// invalidRequest is the *Error for a client request that cannot be served.
-func invalidRequest(provider, format string, args ...any) *Error {
-	return &Error{Provider: provider, StatusCode: http.StatusBadRequest, Type: "invalid_request_error",
-		Message: fmt.Sprintf(format, args...)}
-}
-
-// badResponse is the *Error for an upstream answer that is not what its API promises.
-func badResponse(provider, what string, err error) *Error {
-	if err == nil {
-		return &Error{Provider: provider, Err: fmt.Errorf("%w: %s", ErrBadResponse, what)}
-	}
-	return &Error{Provider: provider, Err: fmt.Errorf("%w: %s: %v", ErrBadResponse, what, err)}
-}
-
 // ---- chat completions request → Messages request (anthropic adapter) ----
 
 // messagesFromChat translates a chat completions request body into a Messages request.
@@ -422,15 +408,6 @@ func (s *chunksFromEvents) chunk(d *chatDelta, finish *string) [][]byte {
 	c := chatCompletion{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
 		Choices: []chatChoice{{Delta: d, FinishReason: finish}}}
 	return [][]byte{mustMarshal(c)}
-}
-
-// mustMarshal encodes one of this package's wire types, which cannot fail.
-func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("providers: marshal %T: %v", v, err))
-	}
-	return b
 }
 
 // ---- Messages request → chat completions request (openai adapter) ----
