@@ -1,12 +1,19 @@
 package providers
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -21,8 +28,11 @@ type Error struct {
 	Err        error // the underlying cause, if any
 }
 
-// Error describes the failure without any request or response content beyond the upstream's
-// own error message.
+// Error describes the failure as a client may see it: the provider, and the upstream's
+// status and own error message, or what went wrong when no answer came. It holds no request
+// or response content beyond the upstream's message, and nothing of the channel's base URL:
+// a network failure (whose Go error names the URL and addresses) is told in a fixed phrase,
+// such as "no response: connection refused". Detail tells it in full, for logs.
 func (e *Error) Error() string {
 	switch {
 	case e.StatusCode != 0 && e.Message != "":
@@ -30,10 +40,77 @@ func (e *Error) Error() string {
 	case e.StatusCode != 0:
 		return fmt.Sprintf("%s upstream: status %d", e.Provider, e.StatusCode)
 	case e.Err != nil:
-		return fmt.Sprintf("%s upstream: %v", e.Provider, e.Err)
+		return e.Provider + " upstream: " + publicCause(e.Err)
 	default:
 		return e.Provider + " upstream: " + e.Message
 	}
+}
+
+// Detail is Error with a network failure told in full (the operation, the URL and the
+// addresses Go reports), for the operator's logs. The URL's query and user info, which may
+// hold a key, are left out.
+func (e *Error) Detail() string {
+	if e.StatusCode != 0 || e.Err == nil {
+		return e.Error()
+	}
+	s := e.Err.Error()
+	if ue, ok := errors.AsType[*url.Error](e.Err); ok {
+		// url.Error quotes its URL with %q.
+		s = strings.ReplaceAll(s, strconv.Quote(ue.URL), strconv.Quote(redactURL(ue.URL)))
+	}
+	return e.Provider + " upstream: " + s
+}
+
+// LogValue makes slog log an *Error as its Detail.
+func (e *Error) LogValue() slog.Value { return slog.StringValue(e.Detail()) }
+
+// publicCause tells err for a client. An error from the network stack (*url.Error,
+// *net.OpError, *net.DNSError) names the upstream's URL, host or address, which are the
+// operator's business, so it is told by its kind only; Sluice's own errors are told as they
+// are.
+func publicCause(err error) string {
+	ue, fromDo := errors.AsType[*url.Error](err)
+	_, isOp := errors.AsType[*net.OpError](err)
+	dns, isDNS := errors.AsType[*net.DNSError](err)
+	if !fromDo && !isOp && !isDNS {
+		return err.Error()
+	}
+	what := "connection failed"
+	if ne, ok := errors.AsType[net.Error](err); (ok && ne.Timeout()) || errors.Is(err, context.DeadlineExceeded) {
+		what = "timed out"
+	} else if errors.Is(err, syscall.ECONNREFUSED) {
+		what = "connection refused"
+	} else if errors.Is(err, syscall.ECONNRESET) {
+		what = "connection reset"
+	} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		what = "connection closed"
+	} else if isDNS && dns.IsNotFound {
+		what = "host not found"
+	} else if isDNS {
+		what = "host lookup failed"
+	} else if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		what = "TLS certificate rejected"
+	} else if fromDo && ue.Op == "parse" {
+		return "invalid base URL"
+	}
+	if fromDo { // the request itself failed: no answer arrived
+		return "no response: " + what
+	}
+	return what
+}
+
+// redactURL is raw without its query, fragment and user info.
+func redactURL(raw string) string {
+	raw, _, _ = strings.Cut(raw, "#")
+	raw, _, hasQuery := strings.Cut(raw, "?")
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		u.User = nil
+		raw = u.String()
+	}
+	if hasQuery {
+		raw += "?[redacted]"
+	}
+	return raw
 }
 
 // Unwrap returns the underlying cause.

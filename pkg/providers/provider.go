@@ -184,8 +184,9 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		err = causeOr(ctx, err) // before stop, whose cancel would make every cause "context canceled"
 		stop()
-		return nil, nil, nil, &Error{Provider: provider, Err: causeOr(ctx, err)}
+		return nil, nil, nil, &Error{Provider: provider, Err: err}
 	}
 	watch.Reset(limits.IdleTimeout)
 	return resp, &idleReader{r: resp.Body, watch: watch, idle: limits.IdleTimeout, ctx: ctx}, stop, nil
