@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -66,12 +65,6 @@ func (a *Anthropic) Do(ctx context.Context, req *Request, emit func(Event) error
 		})
 	}
 	return nil, unsupportedEndpoint(anthropicName, req.Endpoint)
-}
-
-// unsupportedEndpoint is the 404 for an endpoint an adapter does not serve.
-func unsupportedEndpoint(provider, endpoint string) *Error {
-	return &Error{Provider: provider, StatusCode: http.StatusNotFound, Type: "invalid_request_error",
-		Message: endpoint + " is not supported by " + provider}
 }
 
 // post sends a Messages request and hands a 2xx answer's body to read. It owns the response
@@ -195,15 +188,6 @@ func (a *Anthropic) chatStream(r io.Reader, tr *chunksFromEvents, emit func(Even
 			return res, nil
 		}
 	}
-}
-
-// streamReadError is the *Error for a stream that could not be read to its end: one that
-// stopped before its terminator is ErrTruncated.
-func streamReadError(provider string, err error) *Error {
-	if errors.Is(err, io.EOF) {
-		err = ErrTruncated
-	}
-	return &Error{Provider: provider, Err: readErr(err)}
 }
 
 // anthStreamError is the *Error for an error event inside a Messages stream.

@@ -66,31 +66,53 @@ func (f *Fake) Do(ctx context.Context, req *Request, emit func(Event) error) (*R
 	if err := sleep(ctx, f.latency); err != nil {
 		return nil, &Error{Provider: "fake", Err: err}
 	}
-	id := "chatcmpl-fake"
+	legacy := req.Endpoint == "/v1/completions"
+	id, object := "chatcmpl-fake", "chat.completion"
+	switch {
+	case legacy: // whole or streamed, a completion is a text_completion
+		id, object = "cmpl-fake", "text_completion"
+	case req.Stream:
+		object = "chat.completion.chunk"
+	}
 	created := time.Now().Unix()
+	body := func(choices []any) map[string]any {
+		return map[string]any{"id": id, "object": object, "created": created, "model": in.Model, "choices": choices}
+	}
 	if !req.Stream {
-		var body any
-		if req.Endpoint == "/v1/completions" {
-			body = map[string]any{"id": "cmpl-fake", "object": "text_completion", "created": created, "model": in.Model,
-				"choices": []any{map[string]any{"index": 0, "text": answer, "finish_reason": "stop", "logprobs": nil}},
-				"usage":   usageJSON(usage)}
-		} else {
-			body = map[string]any{"id": id, "object": "chat.completion", "created": created, "model": in.Model,
-				"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
-					"message": map[string]any{"role": "assistant", "content": answer}}},
-				"usage": usageJSON(usage)}
+		choice := map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": answer}}
+		if legacy {
+			choice = map[string]any{"index": 0, "text": answer, "finish_reason": "stop", "logprobs": nil}
 		}
-		b, _ := json.Marshal(body)
+		v := body([]any{choice})
+		v["usage"] = usageJSON(usage)
+		b, _ := json.Marshal(v)
 		return &Result{StatusCode: http.StatusOK, Body: b, Usage: &usage}, nil
 	}
+
+	// A chat stream is chat.completion.chunk events: the role, then the answer in content
+	// deltas. A completions stream, as OpenAI sends it, is text_completion events holding
+	// the text itself, with no role. Both put finish_reason on the last piece and end with
+	// the usage chunk if it was asked for; Sluice writes the data: [DONE].
 	res := &Result{StatusCode: http.StatusOK}
-	chunk := func(delta map[string]any, finish any) error {
-		b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created,
-			"model": in.Model, "choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
-		return emit(Event{Data: b})
+	send := func(v map[string]any) error {
+		b, _ := json.Marshal(v)
+		if err := emit(Event{Data: b}); err != nil {
+			return &Error{Provider: "fake", Err: err}
+		}
+		return nil
 	}
-	if err := chunk(map[string]any{"role": "assistant", "content": ""}, nil); err != nil {
-		return res, &Error{Provider: "fake", Err: err}
+	piece := func(text string, finish any) map[string]any {
+		if legacy {
+			return body([]any{map[string]any{"index": 0, "text": text, "logprobs": nil, "finish_reason": finish}})
+		}
+		return body([]any{map[string]any{"index": 0, "delta": map[string]any{"content": text}, "finish_reason": finish}})
+	}
+	if !legacy {
+		role := map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": ""}, "finish_reason": nil}
+		if err := send(body([]any{role})); err != nil {
+			return res, err
+		}
 	}
 	words := strings.SplitAfter(answer, " ")
 	for i, w := range words {
@@ -103,16 +125,16 @@ func (f *Fake) Do(ctx context.Context, req *Request, emit func(Event) error) (*R
 		if i == len(words)-1 {
 			finish = "stop"
 		}
-		if err := chunk(map[string]any{"content": w}, finish); err != nil {
-			return res, &Error{Provider: "fake", Err: err}
+		if err := send(piece(w, finish)); err != nil {
+			return res, err
 		}
 	}
 	res.Usage = &usage
 	if req.WantUsageChunk {
-		b, _ := json.Marshal(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created,
-			"model": in.Model, "choices": []any{}, "usage": usageJSON(usage)})
-		if err := emit(Event{Data: b}); err != nil {
-			return res, &Error{Provider: "fake", Err: err}
+		v := body([]any{})
+		v["usage"] = usageJSON(usage)
+		if err := send(v); err != nil {
+			return res, err
 		}
 	}
 	return res, nil

@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 
-	"github.com/sluicehq/sluice/internal/jsonscan"
+	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/secret"
 )
 
@@ -156,10 +155,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 	for {
 		ev, err := sr.next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = ErrTruncated
-			}
-			return res, &Error{Provider: o.name, Err: readErr(err)}
+			return res, streamReadError(o.name, err)
 		}
 		if string(ev.Data) == "[DONE]" {
 			return res, nil
@@ -173,7 +169,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 			} `json:"error"`
 		}
 		if err := json.Unmarshal(ev.Data, &chunk); err != nil {
-			return res, &Error{Provider: o.name, Err: fmt.Errorf("%w: stream chunk: %v", ErrBadResponse, err)}
+			return res, badResponse(o.name, "stream chunk", err)
 		}
 		if chunk.Error != nil {
 			return res, &Error{Provider: o.name, StatusCode: http.StatusBadGateway, Type: chunk.Error.Type,
@@ -236,15 +232,4 @@ func withIncludeUsage(body []byte) ([]byte, error) {
 	}
 	m["stream_options"] = b
 	return json.Marshal(m)
-}
-
-// readErr names a body that ended early, and an SSE line over the limit.
-func readErr(err error) error {
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: %v", ErrTruncated, err)
-	case errors.Is(err, errLineTooLong):
-		return fmt.Errorf("%w: %v", ErrTooLarge, err)
-	}
-	return err
 }

@@ -4,12 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -56,60 +54,6 @@ type Result struct {
 	Body       json.RawMessage // the whole answer; nil for streams
 	Usage      *Usage          // nil when the upstream reported none
 }
-
-// Error is an upstream failure.
-type Error struct {
-	Provider   string
-	StatusCode int           // 0 when no response arrived (network error, timeout)
-	RetryAfter time.Duration // from Retry-After / retry-after-ms; 0 if absent
-	Type       string        // the upstream's error type, if it sent one
-	Code       string
-	Message    string
-	Err        error // the underlying cause, if any
-}
-
-// Error describes the failure without any request or response content beyond the upstream's
-// own error message.
-func (e *Error) Error() string {
-	switch {
-	case e.StatusCode != 0 && e.Message != "":
-		return fmt.Sprintf("%s upstream: %d: %s", e.Provider, e.StatusCode, e.Message)
-	case e.StatusCode != 0:
-		return fmt.Sprintf("%s upstream: status %d", e.Provider, e.StatusCode)
-	case e.Err != nil:
-		return fmt.Sprintf("%s upstream: %v", e.Provider, e.Err)
-	default:
-		return e.Provider + " upstream: " + e.Message
-	}
-}
-
-// Unwrap returns the underlying cause.
-func (e *Error) Unwrap() error { return e.Err }
-
-// Retryable reports whether another attempt may succeed: no response at all, 408, 409, 429
-// and every 5xx. Other 4xx are the caller's fault and are passed through.
-func (e *Error) Retryable() bool {
-	switch {
-	case e.StatusCode == 0:
-		return !errors.Is(e.Err, ErrBadResponse) && !errors.Is(e.Err, ErrTooLarge)
-	case e.StatusCode == http.StatusRequestTimeout, e.StatusCode == http.StatusConflict,
-		e.StatusCode == http.StatusTooManyRequests, e.StatusCode >= 500:
-		return true
-	}
-	return false
-}
-
-// Errors wrapped in *Error.
-var (
-	// ErrIdle means the upstream sent nothing for longer than the idle timeout.
-	ErrIdle = errors.New("upstream idle for too long")
-	// ErrTruncated means the upstream's answer ended before it was complete.
-	ErrTruncated = errors.New("upstream answer truncated")
-	// ErrBadResponse means the upstream answered 2xx with a body that is not what its API promises.
-	ErrBadResponse = errors.New("upstream answer malformed")
-	// ErrTooLarge means the upstream's answer is larger than MaxResponseBytes.
-	ErrTooLarge = errors.New("upstream answer too large")
-)
 
 // Limits bound one upstream call.
 type Limits struct {
@@ -215,6 +159,15 @@ func CloseBody(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
+// mustMarshal encodes one of this package's wire types, which cannot fail.
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("providers: marshal %T: %v", v, err))
+	}
+	return b
+}
+
 // send performs req with the idle watchdog armed and returns the response, whose body the
 // caller must release with CloseBody. The returned stop function disarms the watchdog and
 // must be called once the body is done with.
@@ -231,8 +184,9 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		err = causeOr(ctx, err) // before stop, whose cancel would make every cause "context canceled"
 		stop()
-		return nil, nil, nil, &Error{Provider: provider, Err: causeOr(ctx, err)}
+		return nil, nil, nil, &Error{Provider: provider, Err: err}
 	}
 	watch.Reset(limits.IdleTimeout)
 	return resp, &idleReader{r: resp.Body, watch: watch, idle: limits.IdleTimeout, ctx: ctx}, stop, nil
@@ -276,51 +230,4 @@ func readAll(r io.Reader, limit int64) ([]byte, error) {
 		return nil, ErrTooLarge
 	}
 	return b, nil
-}
-
-// statusError turns a non-2xx response into *Error, reading at most 64 KiB of its body for
-// the upstream's message.
-func statusError(provider string, resp *http.Response, body io.Reader) *Error {
-	e := &Error{Provider: provider, StatusCode: resp.StatusCode, RetryAfter: retryAfter(resp.Header)}
-	b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
-	var shape struct {
-		Error json.RawMessage `json:"error"`
-	}
-	if json.Unmarshal(b, &shape) == nil && len(shape.Error) > 0 {
-		var obj struct {
-			Message string          `json:"message"`
-			Type    string          `json:"type"`
-			Code    json.RawMessage `json:"code"`
-		}
-		if json.Unmarshal(shape.Error, &obj) == nil {
-			e.Message, e.Type = obj.Message, obj.Type
-			if c, err := strconv.Unquote(string(obj.Code)); err == nil {
-				e.Code = c
-			}
-		} else if s, err := strconv.Unquote(string(shape.Error)); err == nil {
-			e.Message = s
-		}
-	}
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.StatusCode)
-	}
-	return e
-}
-
-// retryAfter reads retry-after-ms (OpenAI) or Retry-After (seconds or an HTTP date).
-func retryAfter(h http.Header) time.Duration {
-	if ms, err := strconv.ParseFloat(h.Get("Retry-After-Ms"), 64); err == nil && ms > 0 {
-		return time.Duration(ms * float64(time.Millisecond))
-	}
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
-		return time.Duration(s * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
 }
