@@ -99,7 +99,7 @@ func Healthcheck(addr string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // released by providers.CloseBody, the one release helper
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,9 @@ func TestDevScriptQuickStart_Issue9_15(t *testing.T) {
 	t.Cleanup(func() {
 		if !stopped { // a failure midway: nothing may outlive the test
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-exited
+			if err := <-exited; err != nil {
+				t.Logf("dev.sh after SIGKILL: %v", err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("dev.sh output:\n%s", out.String())

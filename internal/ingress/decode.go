@@ -13,7 +13,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/sluicehq/sluice/internal/jsonscan"
+	"github.com/sluicehq/sluice/pkg/jsonscan"
 )
 
 // The admin routes read their bodies through one strict decoder, so that every handler

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/sluicehq/sluice/internal/jsonscan"
 	"github.com/sluicehq/sluice/pkg/jobs"
+	"github.com/sluicehq/sluice/pkg/jsonscan"
 )
 
 // parsed is a validated request.

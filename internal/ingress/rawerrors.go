@@ -73,7 +73,7 @@ func shapeRawError(b []byte) ([]byte, bool) {
 		return nil, false
 	}
 	// net/http's body repeats the status line, except for 501's fixed sentence.
-	if !bytes.Equal(body, status) && !(code == http.StatusNotImplemented && string(body) == "Unsupported transfer encoding") {
+	if !bytes.Equal(body, status) && (code != http.StatusNotImplemented || string(body) != "Unsupported transfer encoding") {
 		return nil, false
 	}
 	_, reason, _ := bytes.Cut(status[4:], []byte(": "))

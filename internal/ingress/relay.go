@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
-	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/store"
 )
 

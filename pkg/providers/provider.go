@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -205,7 +206,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		r.watch.Reset(r.idle)
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && !errors.Is(err, io.EOF) {
 		err = causeOr(r.ctx, err)
 	}
 	return n, err
