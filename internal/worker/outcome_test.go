@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // TestCancelChargesWhatTheUpstreamProduced_Issue9_1: every cancel of a running job is charged
@@ -17,7 +18,7 @@ import (
 func TestCancelChargesWhatTheUpstreamProduced_Issue9_1(t *testing.T) {
 	t.Parallel()
 	job := &jobs.Job{ID: "job_1", Body: []byte(`{"model":"m","messages":[{"role":"user","content":"hello there"}]}`), Stream: true}
-	reported := &providers.Result{Usage: &providers.Usage{PromptTokens: 7, CompletionTokens: 3}}
+	reported := &providers.Result{Usage: &tokens.Usage{PromptTokens: 7, CompletionTokens: 3}}
 	tests := []struct {
 		name      string
 		cause     error

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/secret"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // Anthropic calls the Anthropic Messages API. It answers Messages clients (/v1/messages) by
@@ -218,7 +219,7 @@ func (t *anthUsageTracker) delta(u anthUsage) {
 }
 
 // result is the usage so far, or nil before any was reported.
-func (t *anthUsageTracker) result() *Usage {
+func (t *anthUsageTracker) result() *tokens.Usage {
 	if !t.got {
 		return nil
 	}
@@ -226,6 +227,6 @@ func (t *anthUsageTracker) result() *Usage {
 }
 
 // total is the usage to bill: every input token, cached or not, and the output tokens.
-func (u anthUsage) total() *Usage {
-	return &Usage{PromptTokens: u.prompt(), CompletionTokens: u.OutputTokens}
+func (u anthUsage) total() *tokens.Usage {
+	return &tokens.Usage{PromptTokens: u.prompt(), CompletionTokens: u.OutputTokens}
 }

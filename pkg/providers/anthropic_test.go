@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // A recorded Anthropic stream: a text block, then a tool call with its input in pieces.
@@ -100,7 +101,7 @@ func TestAnthropicNative(t *testing.T) {
 		if string(res.Body) != body {
 			t.Errorf("Body = %s, want the upstream's bytes", res.Body)
 		}
-		if want := (providers.Usage{PromptTokens: 14, CompletionTokens: 3}); res.Usage == nil || *res.Usage != want {
+		if want := (tokens.Usage{PromptTokens: 14, CompletionTokens: 3}); res.Usage == nil || *res.Usage != want {
 			t.Errorf("Usage = %+v, want %+v", res.Usage, want)
 		}
 	})
@@ -122,7 +123,7 @@ func TestAnthropicNative(t *testing.T) {
 				t.Errorf("event %d = %s %s, want %s %s", i, ev.Name, ev.Data, name, data)
 			}
 		}
-		if want := (providers.Usage{PromptTokens: 472, CompletionTokens: 89}); res.Usage == nil || *res.Usage != want {
+		if want := (tokens.Usage{PromptTokens: 472, CompletionTokens: 89}); res.Usage == nil || *res.Usage != want {
 			t.Errorf("Usage = %+v, want %+v", res.Usage, want)
 		}
 	})
@@ -160,7 +161,7 @@ func TestAnthropicChat(t *testing.T) {
 		}
 		want := chatAnswer{Content: "Okay, let me check.", Finish: "tool_calls",
 			Calls: []toolCall{{ID: "toolu_01", Name: "get_weather", Arguments: `{"location": "San Francisco, CA"}`}},
-			Usage: &providers.Usage{PromptTokens: 472, CompletionTokens: 89}}
+			Usage: &tokens.Usage{PromptTokens: 472, CompletionTokens: 89}}
 		if a := joinChat(t, got); !reflect.DeepEqual(a, want) {
 			t.Errorf("joined stream = %+v, want %+v", a, want)
 		}

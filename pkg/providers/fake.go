@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // Fake is a built-in deterministic model for demos, `make run`, tests and benchmarks. It
@@ -140,13 +142,13 @@ func (f *Fake) Do(ctx context.Context, req *Request, emit func(Event) error) (*R
 	return res, nil
 }
 
-func usageJSON(u Usage) map[string]int64 {
+func usageJSON(u tokens.Usage) map[string]int64 {
 	return map[string]int64{"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens,
 		"total_tokens": u.PromptTokens + u.CompletionTokens}
 }
 
 // fakeAnswer computes the deterministic answer and its usage.
-func fakeAnswer(in *fakeRequest) (string, Usage) {
+func fakeAnswer(in *fakeRequest) (string, tokens.Usage) {
 	var prompt int64
 	last := ""
 	for _, m := range in.Messages {
@@ -168,7 +170,7 @@ func fakeAnswer(in *fakeRequest) (string, Usage) {
 	if len(words) > 0 {
 		answer += " You said: " + strings.Join(words, " ")
 	}
-	return answer, Usage{PromptTokens: prompt, CompletionTokens: int64(len(strings.Fields(answer)))}
+	return answer, tokens.Usage{PromptTokens: prompt, CompletionTokens: int64(len(strings.Fields(answer)))}
 }
 
 // contentText flattens a message content: a string, or an array of parts with "text".

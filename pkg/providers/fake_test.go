@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // TestFakeStreamShapes checks that the fake model streams each endpoint in its own OpenAI
@@ -27,12 +28,12 @@ func TestFakeStreamShapes(t *testing.T) {
 		FinishReason *string            `json:"finish_reason"`
 	}
 	type chunk struct {
-		ID      string           `json:"id"`
-		Object  string           `json:"object"`
-		Created int64            `json:"created"`
-		Model   string           `json:"model"`
-		Choices []choice         `json:"choices"`
-		Usage   *providers.Usage `json:"usage"`
+		ID      string        `json:"id"`
+		Object  string        `json:"object"`
+		Created int64         `json:"created"`
+		Model   string        `json:"model"`
+		Choices []choice      `json:"choices"`
+		Usage   *tokens.Usage `json:"usage"`
 	}
 	tests := []struct {
 		endpoint, body string

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 func TestGeminiRequest(t *testing.T) {
@@ -117,7 +118,7 @@ func TestGeminiToolRoundTrip(t *testing.T) {
 	if len(a.Calls) != 1 || a.Calls[0].Name != "weather" || a.Calls[0].Arguments != `{"city":"Paris"}` || a.Finish != "tool_calls" {
 		t.Fatalf("joined stream = %+v, want one weather call finishing with tool_calls", a)
 	}
-	want := &providers.Usage{PromptTokens: 30, CompletionTokens: 9}
+	want := &tokens.Usage{PromptTokens: 30, CompletionTokens: 9}
 	if !reflect.DeepEqual(a.Usage, want) || !reflect.DeepEqual(res.Usage, want) {
 		t.Errorf("usage chunk %+v, Result.Usage %+v; want %+v", a.Usage, res.Usage, want)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // seen is one request an upstream stub received.
@@ -133,7 +134,7 @@ type chatAnswer struct {
 	Content string
 	Calls   []toolCall
 	Finish  string
-	Usage   *providers.Usage
+	Usage   *tokens.Usage
 }
 
 type toolCall struct{ ID, Name, Arguments string }
@@ -157,7 +158,7 @@ func joinChat(t *testing.T, evs events) chatAnswer {
 				} `json:"delta"`
 				FinishReason *string `json:"finish_reason"`
 			} `json:"choices"`
-			Usage *providers.Usage `json:"usage"`
+			Usage *tokens.Usage `json:"usage"`
 		}
 		if ev.Name != "" || json.Unmarshal(ev.Data, &c) != nil {
 			t.Fatalf("not a chat chunk: %s %s", ev.Name, ev.Data)

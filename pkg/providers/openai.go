@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/secret"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // OpenAI calls an OpenAI-compatible upstream: OpenAI itself, or xAI, DeepSeek, Groq,
@@ -162,7 +163,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 		}
 		var chunk struct {
 			Choices []json.RawMessage `json:"choices"`
-			Usage   *Usage            `json:"usage"`
+			Usage   *tokens.Usage     `json:"usage"`
 			Error   *struct {
 				Message string `json:"message"`
 				Type    string `json:"type"`
@@ -189,7 +190,7 @@ func (o *OpenAI) stream(r io.Reader, wantUsage bool, emit func(Event) error) (*R
 
 // answerUsage checks that b is a JSON object and returns the usage at its top level, if
 // any. It decodes only the usage: the rest of the answer is forwarded as it is.
-func answerUsage(b []byte) (*Usage, error) {
+func answerUsage(b []byte) (*tokens.Usage, error) {
 	if !json.Valid(b) {
 		var v any
 		return nil, json.Unmarshal(b, &v) // the decoder's error says where
@@ -206,7 +207,7 @@ func answerUsage(b []byte) (*Usage, error) {
 	if jsonscan.IsNull(raw) {
 		return nil, nil
 	}
-	var u Usage
+	var u tokens.Usage
 	if err := json.Unmarshal(raw, &u); err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // messages answers a Messages client from an OpenAI-compatible upstream: the request goes
@@ -37,9 +39,9 @@ func (o *OpenAI) messages(ctx context.Context, req *Request, emit func(Event) er
 		if err != nil {
 			return nil, err
 		}
-		var usage *Usage
+		var usage *tokens.Usage
 		if c.Usage != nil {
-			usage = &Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
+			usage = &tokens.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
 		}
 		return &Result{StatusCode: status, Body: mustMarshal(m), Usage: usage}, nil
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/providers/providertest"
 	"github.com/sluicehq/sluice/pkg/secret"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // TestOpenAIURLAndAuth checks where each kind of base URL sends a request, with which key
@@ -193,7 +194,7 @@ func TestOpenAIMessages(t *testing.T) {
 		jsonEqual(t, "answer", res.Body, `{"id":"msg_chatcmpl-9","type":"message","role":"assistant","model":"gpt-4o",
 			"content":[{"type":"tool_use","id":"call_9","name":"get_weather","input":{"city":"Paris"}}],
 			"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":40,"output_tokens":12}}`)
-		if want := (providers.Usage{PromptTokens: 40, CompletionTokens: 12}); res.Usage == nil || *res.Usage != want {
+		if want := (tokens.Usage{PromptTokens: 40, CompletionTokens: 12}); res.Usage == nil || *res.Usage != want {
 			t.Errorf("Usage = %+v, want %+v", res.Usage, want)
 		}
 	})
@@ -258,7 +259,7 @@ func TestOpenAIMessages(t *testing.T) {
 		if text != "Checking." || input != `{"city":"Paris"}` {
 			t.Errorf("text %q, tool input %q", text, input)
 		}
-		if want := (providers.Usage{PromptTokens: 40, CompletionTokens: 12}); res.Usage == nil || *res.Usage != want {
+		if want := (tokens.Usage{PromptTokens: 40, CompletionTokens: 12}); res.Usage == nil || *res.Usage != want {
 			t.Errorf("Usage = %+v, want %+v", res.Usage, want)
 		}
 	})

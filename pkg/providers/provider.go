@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // Provider is what every upstream adapter implements.
@@ -43,17 +45,11 @@ type Event struct {
 	Data []byte // the "data:" payload
 }
 
-// Usage is the token count an upstream reported.
-type Usage struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-}
-
 // Result is a finished upstream call.
 type Result struct {
 	StatusCode int
 	Body       json.RawMessage // the whole answer; nil for streams
-	Usage      *Usage          // nil when the upstream reported none
+	Usage      *tokens.Usage   // nil when the upstream reported none
 }
 
 // Limits bound one upstream call.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 func TestGeminiFromChat(t *testing.T) {
@@ -217,7 +219,7 @@ func TestChunksFromGemini(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameJSON(t, "joined stream", got, string(mustMarshal(chatAccumulationOf(c))))
-	if u := tr.usage.total(); u == nil || *u != (Usage{PromptTokens: 12, CompletionTokens: 12}) {
+	if u := tr.usage.total(); u == nil || *u != (tokens.Usage{PromptTokens: 12, CompletionTokens: 12}) {
 		t.Errorf("usage = %+v, want 12 prompt, 12 completion", u)
 	}
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // Translations from the Anthropic Messages format to chat completions and back, with which
@@ -349,11 +351,11 @@ func (s *eventsFromChunks) chunk(data []byte) (events []Event, done bool, err er
 }
 
 // result is the usage known so far: OpenAI reports it only at the end of a stream.
-func (s *eventsFromChunks) result() *Usage {
+func (s *eventsFromChunks) result() *tokens.Usage {
 	if s.usage == nil {
 		return nil
 	}
-	return &Usage{PromptTokens: s.usage.PromptTokens, CompletionTokens: s.usage.CompletionTokens}
+	return &tokens.Usage{PromptTokens: s.usage.PromptTokens, CompletionTokens: s.usage.CompletionTokens}
 }
 
 // start adds message_start if it has not been sent. OpenAI reports no usage until the end,

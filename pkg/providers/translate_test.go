@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // These tests check the translations between the chat completions, Messages and Gemini
@@ -374,7 +376,7 @@ func TestChatFromMessage(t *testing.T) {
 		"model":"claude","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":"Looking it up.",
 			"tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}}]}}],
 		"usage":{"prompt_tokens":15,"completion_tokens":5,"total_tokens":20,"prompt_tokens_details":{"cached_tokens":3}}}`)
-	if got, want := *m.Usage.total(), (Usage{PromptTokens: 15, CompletionTokens: 5}); got != want {
+	if got, want := *m.Usage.total(), (tokens.Usage{PromptTokens: 15, CompletionTokens: 5}); got != want {
 		t.Errorf("usage = %+v, want %+v", got, want)
 	}
 
@@ -602,7 +604,7 @@ func TestChunksFromEvents(t *testing.T) {
 				want.Usage = nil
 			}
 			sameJSON(t, "accumulated stream", got, string(mustMarshal(want)))
-			if u := tr.usage.result(); u == nil || *u != (Usage{PromptTokens: 30, CompletionTokens: 40}) {
+			if u := tr.usage.result(); u == nil || *u != (tokens.Usage{PromptTokens: 30, CompletionTokens: 40}) {
 				t.Errorf("usage = %+v, want 30 prompt, 40 completion", u)
 			}
 		})
@@ -618,14 +620,14 @@ func TestChunksFromEventsUsageSoFar(t *testing.T) {
 	if _, _, err := tr.event([]byte(anthStream[0])); err != nil {
 		t.Fatal(err)
 	}
-	if u := tr.usage.result(); u == nil || *u != (Usage{PromptTokens: 30, CompletionTokens: 1}) {
+	if u := tr.usage.result(); u == nil || *u != (tokens.Usage{PromptTokens: 30, CompletionTokens: 1}) {
 		t.Errorf("usage after message_start = %+v, want 30 prompt, 1 completion", u)
 	}
 	// Newer API versions repeat the input counts in message_delta.
 	if _, _, err := tr.event([]byte(`{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":26,"output_tokens":9}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if u := tr.usage.result(); u == nil || *u != (Usage{PromptTokens: 26, CompletionTokens: 9}) {
+	if u := tr.usage.result(); u == nil || *u != (tokens.Usage{PromptTokens: 26, CompletionTokens: 9}) {
 		t.Errorf("usage after message_delta = %+v, want 26 prompt, 9 completion", u)
 	}
 }
@@ -763,7 +765,7 @@ func TestEventsFromChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameJSON(t, "accumulated stream", got, string(mustMarshal(want)))
-	if u := tr.result(); u == nil || *u != (Usage{PromptTokens: 30, CompletionTokens: 40}) {
+	if u := tr.result(); u == nil || *u != (tokens.Usage{PromptTokens: 30, CompletionTokens: 40}) {
 		t.Errorf("usage = %+v, want 30 prompt, 40 completion", u)
 	}
 

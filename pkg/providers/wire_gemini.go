@@ -1,6 +1,10 @@
 package providers
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/sluicehq/sluice/pkg/tokens"
+)
 
 // The Gemini generateContent wire format, as far as Sluice reads and writes it.
 
@@ -112,9 +116,9 @@ func (u *geminiUsage) chat() *chatUsage {
 	return newChatUsage(u.PromptTokenCount, u.completion(), u.CachedContentTokenCount)
 }
 
-func (u *geminiUsage) total() *Usage {
+func (u *geminiUsage) total() *tokens.Usage {
 	if u == nil {
 		return nil
 	}
-	return &Usage{PromptTokens: u.PromptTokenCount, CompletionTokens: u.completion()}
+	return &tokens.Usage{PromptTokens: u.PromptTokenCount, CompletionTokens: u.completion()}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // How the conformance suite reads an answer, whole or streamed, in the client's API, as a
@@ -15,7 +16,7 @@ import (
 type answer struct {
 	text       string
 	finish     string
-	usage      *providers.Usage
+	usage      *tokens.Usage
 	usageChunk bool // chat: a usage chunk was sent
 	complete   bool // the answer has its final event (chat: a finish reason; Messages: message_stop)
 }
@@ -42,7 +43,7 @@ func (s *suite) parseBody(t *testing.T, b []byte) answer {
 		}
 		a.text, a.finish, a.complete = *c.Choices[0].Message.Content, c.Choices[0].FinishReason, true
 		if c.Usage != nil {
-			a.usage = &providers.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
+			a.usage = &tokens.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
 			if c.Usage.TotalTokens != c.Usage.PromptTokens+c.Usage.CompletionTokens {
 				t.Errorf("usage total_tokens = %d, want %d", c.Usage.TotalTokens, c.Usage.PromptTokens+c.Usage.CompletionTokens)
 			}
@@ -60,7 +61,7 @@ func (s *suite) parseBody(t *testing.T, b []byte) answer {
 		}
 	}
 	a.finish, a.complete = *m.StopReason, true
-	a.usage = &providers.Usage{PromptTokens: m.Usage.InputTokens, CompletionTokens: m.Usage.OutputTokens}
+	a.usage = &tokens.Usage{PromptTokens: m.Usage.InputTokens, CompletionTokens: m.Usage.OutputTokens}
 	return a
 }
 
@@ -132,7 +133,7 @@ func parseChatStream(t *testing.T, events []providers.Event) answer {
 		}
 		if c.Usage != nil && len(c.Choices) == 0 {
 			a.usageChunk = true
-			a.usage = &providers.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
+			a.usage = &tokens.Usage{PromptTokens: c.Usage.PromptTokens, CompletionTokens: c.Usage.CompletionTokens}
 			continue
 		}
 		if len(c.Choices) != 1 {
@@ -224,7 +225,7 @@ func parseMessagesStream(t *testing.T, events []providers.Event) answer {
 			if e.Usage.InputTokens > 0 {
 				usage.InputTokens = e.Usage.InputTokens
 			}
-			a.usage = &providers.Usage{PromptTokens: usage.InputTokens, CompletionTokens: usage.OutputTokens}
+			a.usage = &tokens.Usage{PromptTokens: usage.InputTokens, CompletionTokens: usage.OutputTokens}
 		case "message_stop":
 			if a.finish == "" {
 				t.Errorf("message_stop before a message_delta with the stop reason")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
 // The conformance suite's cases: each starts its own Upstream and adapter, makes its calls
@@ -154,7 +155,7 @@ func (s *suite) ok(t *testing.T, c call, want string, cut bool) {
 
 	waitFor(t, "the upstream to count the answer", func() bool { return f.u.Stats().Succeeded == 1 })
 	st := f.u.Stats()
-	billed := providers.Usage{PromptTokens: st.PromptTokens, CompletionTokens: st.CompletionTokens}
+	billed := tokens.Usage{PromptTokens: st.PromptTokens, CompletionTokens: st.CompletionTokens}
 	if res.Usage == nil || *res.Usage != billed {
 		t.Errorf("Result.Usage = %+v, want %+v", res.Usage, billed)
 	}
