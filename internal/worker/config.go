@@ -15,6 +15,7 @@ type Config struct {
 	Addr               string        `env:"WORKER_ADDR" envDefault:":9090"`
 	Concurrency        int           `env:"WORKER_CONCURRENCY" envDefault:"2048"`
 	IdleTimeout        time.Duration `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"5m"`
+	FirstByteTimeout   time.Duration `env:"UPSTREAM_FIRST_BYTE_TIMEOUT" envDefault:"3m"`
 	IdleConnTimeout    time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
 	MaxAttempts        int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
 	MaxResponseBytes   int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
@@ -43,6 +44,7 @@ func (c *Config) Validate() error {
 	c.Check(check)
 	check(c.Concurrency >= 1 && c.Concurrency <= 100_000, "WORKER_CONCURRENCY=%d: want 1..100000", c.Concurrency)
 	check(c.IdleTimeout >= 100*time.Millisecond, "UPSTREAM_IDLE_TIMEOUT=%s: want at least 100ms", c.IdleTimeout)
+	check(c.FirstByteTimeout >= 100*time.Millisecond, "UPSTREAM_FIRST_BYTE_TIMEOUT=%s: want at least 100ms", c.FirstByteTimeout)
 	check(c.IdleConnTimeout >= time.Second, "UPSTREAM_IDLE_CONN_TIMEOUT=%s: want at least 1s", c.IdleConnTimeout)
 	check(c.MaxAttempts >= 1 && c.MaxAttempts <= 20, "UPSTREAM_MAX_ATTEMPTS=%d: want 1..20", c.MaxAttempts)
 	check(c.MaxResponseBytes >= 1<<20, "UPSTREAM_MAX_RESPONSE_BYTES=%d: want at least 1048576", c.MaxResponseBytes)

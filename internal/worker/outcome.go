@@ -128,6 +128,8 @@ func outcomeLabel(e *providers.Error) string {
 		return fmt.Sprintf("%dxx", e.StatusCode/100)
 	case errors.Is(e, providers.ErrIdle):
 		return "idle"
+	case errors.Is(e, providers.ErrFirstByte):
+		return "first_byte"
 	case errors.Is(e, ErrJobTimeout):
 		return "timeout"
 	default:

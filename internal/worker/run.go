@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -80,9 +81,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry := providers.NewRegistry(
-		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cfg.IdleTimeout,
+		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cmp.Or(cfg.FirstByteTimeout, cfg.IdleTimeout),
 			IdleConnTimeout: cfg.IdleConnTimeout, H2C: cfg.UpstreamH2C},
-		providers.Limits{IdleTimeout: cfg.IdleTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
+		providers.Limits{IdleTimeout: cfg.IdleTimeout, FirstByteTimeout: cfg.FirstByteTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
 	defer registry.CloseIdle()
 	router := route.NewRouter(st, registry.Build, log)
 	if err := router.Refresh(ctx); err != nil {

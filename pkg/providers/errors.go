@@ -133,6 +133,9 @@ func (e *Error) Retryable() bool {
 var (
 	// ErrIdle means the upstream sent nothing for longer than the idle timeout.
 	ErrIdle = errors.New("upstream idle for too long")
+	// ErrFirstByte means the upstream had not begun its answer within the first-byte
+	// timeout: a hung call. It is retryable and counts against the channel's circuit.
+	ErrFirstByte = errors.New("upstream sent no answer within the first-byte timeout")
 	// ErrTruncated means the upstream's answer ended before it was complete.
 	ErrTruncated = errors.New("upstream answer truncated")
 	// ErrBadResponse means the upstream answered 2xx with a body that is not what its API promises.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/tokens"
@@ -54,7 +55,12 @@ type Result struct {
 
 // Limits bound one upstream call.
 type Limits struct {
-	// IdleTimeout is the longest silence allowed from an upstream, before or during its answer.
+	// FirstByteTimeout is the longest wait, from the request, for the first byte of the
+	// answer's body (the first SSE event of a stream; the whole answer of most non-stream
+	// calls, whose headers come when it is ready): it tells a hung upstream from a long
+	// answer, which once started is bounded only by IdleTimeout and the job's deadline.
+	FirstByteTimeout time.Duration
+	// IdleTimeout is the longest silence allowed from an upstream once its answer has begun.
 	IdleTimeout time.Duration
 	// MaxResponseBytes caps a non-stream answer.
 	MaxResponseBytes int64
@@ -65,6 +71,9 @@ type Limits struct {
 func (l Limits) withDefaults() Limits {
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = 5 * time.Minute
+	}
+	if l.FirstByteTimeout <= 0 {
+		l.FirstByteTimeout = l.IdleTimeout
 	}
 	if l.MaxResponseBytes <= 0 {
 		l.MaxResponseBytes = 64 << 20
@@ -172,8 +181,17 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 	build func(ctx context.Context) (*http.Request, error),
 ) (*http.Response, *idleReader, func(), error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	watch := time.AfterFunc(limits.IdleTimeout, func() { cancel(ErrIdle) })
-	stop := func() { watch.Stop(); cancel(nil) }
+	body := &idleReader{idle: limits.IdleTimeout, ctx: ctx}
+	// One watchdog: FirstByteTimeout until the body's first byte, then IdleTimeout between
+	// reads (idleReader re-arms it).
+	body.watch = time.AfterFunc(limits.FirstByteTimeout, func() {
+		if body.begun.Load() {
+			cancel(ErrIdle)
+		} else {
+			cancel(ErrFirstByte)
+		}
+	})
+	stop := func() { body.watch.Stop(); cancel(nil) }
 	req, err := build(ctx)
 	if err != nil {
 		stop()
@@ -185,8 +203,8 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 		stop()
 		return nil, nil, nil, &Error{Provider: provider, Err: err}
 	}
-	watch.Reset(limits.IdleTimeout)
-	return resp, &idleReader{r: resp.Body, watch: watch, idle: limits.IdleTimeout, ctx: ctx}, stop, nil
+	body.r = resp.Body
+	return resp, body, stop, nil
 }
 
 // idleReader re-arms the idle watchdog whenever bytes arrive.
@@ -195,11 +213,13 @@ type idleReader struct {
 	watch *time.Timer
 	idle  time.Duration
 	ctx   context.Context
+	begun atomic.Bool // the first byte has arrived
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	if n > 0 {
+		r.begun.Store(true)
 		r.watch.Reset(r.idle)
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
