@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -112,9 +111,10 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 		last, lastChannel = perr, rt.Channel.ID
 		tried[rt.Channel.ID] = true
 		switch {
-		case perr.StatusCode == http.StatusUnauthorized || perr.StatusCode == http.StatusForbidden:
+		case perr.BadCredential():
 			// The channel's own key is bad, not the caller's request: take the channel out of
-			// service, visibly, and try another.
+			// service, visibly, and try another. Any other 401/403 (a content filter, a file
+			// the upstream cannot read) is about this request and fails this job alone.
 			c.disable(ctx, log, rt.Channel.ID, perr)
 		case !perr.Retryable():
 			return passThrough(perr)

@@ -116,6 +116,21 @@ func redactURL(raw string) string {
 // Unwrap returns the underlying cause.
 func (e *Error) Unwrap() error { return e.Err }
 
+// BadCredential reports whether the upstream refused the channel's own API key — a fault of
+// the channel, which should be taken out of service — rather than something about this
+// request (a content filter's 403, a file it cannot read, a model the account lacks), which
+// fails the job alone. It reads each provider's error: OpenAI's code invalid_api_key,
+// Anthropic's type authentication_error, Gemini's reason API_KEY_INVALID, and any 401
+// (Unauthorized is about the credential, whoever sends it; Azure's invalid-key answer is one).
+func (e *Error) BadCredential() bool {
+	switch {
+	case e.Code == "invalid_api_key", e.Type == "authentication_error", e.Code == "API_KEY_INVALID":
+		return true
+	default:
+		return e.StatusCode == http.StatusUnauthorized
+	}
+}
+
 // Retryable reports whether another attempt may succeed: no response at all, 408, 409, 429
 // and every 5xx. Other 4xx are the caller's fault and are passed through.
 func (e *Error) Retryable() bool {

@@ -140,23 +140,24 @@ func (g *Gemini) stream(r io.Reader, tr *chunksFromGemini, emit func(Event) erro
 func geminiStatusError(resp *http.Response, body io.Reader) *Error {
 	b, _ := io.ReadAll(io.LimitReader(body, 64<<10))
 	e := statusError(geminiName, resp, bytes.NewReader(b))
-	if e.RetryAfter > 0 {
-		return e
-	}
 	var shape struct {
 		Error struct {
 			Details []struct {
 				Type       string `json:"@type"`
 				RetryDelay string `json:"retryDelay"`
+				Reason     string `json:"reason"`
 			} `json:"details"`
 		} `json:"error"`
 	}
 	if json.Unmarshal(b, &shape) == nil {
 		for _, d := range shape.Error.Details {
-			if strings.HasSuffix(d.Type, "google.rpc.RetryInfo") {
+			if strings.HasSuffix(d.Type, "google.rpc.RetryInfo") && e.RetryAfter == 0 {
 				if delay, err := time.ParseDuration(d.RetryDelay); err == nil && delay > 0 {
 					e.RetryAfter = delay
 				}
+			}
+			if strings.HasSuffix(d.Type, "google.rpc.ErrorInfo") && d.Reason == "API_KEY_INVALID" {
+				e.Code = d.Reason // the one reason that means the channel's key is bad
 			}
 		}
 	}
