@@ -153,8 +153,10 @@ func (s *suite) ok(t *testing.T, c call, want string, cut bool) {
 		t.Errorf("usage chunk sent = %v, want %v", a.usageChunk, c.usageChunk)
 	}
 
-	waitFor(t, "the upstream to count the answer", func() bool { return f.u.Stats().Succeeded == 1 })
-	st := f.u.Stats()
+	// The adapter may have the whole answer before the handler counts it, so wait for the
+	// count, and take the usage from that same snapshot.
+	var st Stats
+	waitFor(t, "the upstream to count the answer", func() bool { st = f.u.Stats(); return st.Succeeded == 1 })
 	billed := tokens.Usage{PromptTokens: st.PromptTokens, CompletionTokens: st.CompletionTokens}
 	if res.Usage == nil || *res.Usage != billed {
 		t.Errorf("Result.Usage = %+v, want %+v", res.Usage, billed)

@@ -62,13 +62,18 @@ type Upstream struct {
 	closeOnce sync.Once
 	seq       atomic.Int64 // numbers answer ids
 
-	requests         [len(modes)]atomic.Int64
-	openConns        atomic.Int64
-	totalConns       atomic.Int64
-	promptTokens     atomic.Int64
-	completionTokens atomic.Int64
-	succeeded        atomic.Int64
+	requests   [len(modes)]atomic.Int64
+	openConns  atomic.Int64
+	totalConns atomic.Int64
+
+	// The answers written in full and their usage change together, under one lock, so that
+	// Stats never shows a success without its tokens (or tokens without their success).
+	tallyMu sync.Mutex
+	tally   tally
 }
+
+// tally is what the successful answers add up to.
+type tally struct{ succeeded, promptTokens, completionTokens int64 }
 
 // Stats is a snapshot of what an Upstream has done since it started or was Reset.
 type Stats struct {
@@ -156,15 +161,19 @@ func (u *Upstream) ConnState(_ net.Conn, s http.ConnState) {
 	}
 }
 
-// Stats returns a snapshot of the counters.
+// Stats returns a snapshot of the counters. Succeeded, PromptTokens and CompletionTokens
+// are consistent with each other: the tokens are those of exactly the Succeeded answers.
 func (u *Upstream) Stats() Stats {
+	u.tallyMu.Lock()
+	t := u.tally
+	u.tallyMu.Unlock()
 	s := Stats{
 		Requests:         make(map[Mode]int64),
 		OpenConns:        u.openConns.Load(),
 		TotalConns:       u.totalConns.Load(),
-		PromptTokens:     u.promptTokens.Load(),
-		CompletionTokens: u.completionTokens.Load(),
-		Succeeded:        u.succeeded.Load(),
+		PromptTokens:     t.promptTokens,
+		CompletionTokens: t.completionTokens,
+		Succeeded:        t.succeeded,
 	}
 	for i, m := range modes {
 		if n := u.requests[i].Load(); n > 0 {
@@ -180,9 +189,9 @@ func (u *Upstream) Reset() {
 		u.requests[i].Store(0)
 	}
 	u.totalConns.Store(0)
-	u.promptTokens.Store(0)
-	u.completionTokens.Store(0)
-	u.succeeded.Store(0)
+	u.tallyMu.Lock()
+	u.tally = tally{}
+	u.tallyMu.Unlock()
 }
 
 // ServeHTTP answers GET /stats, POST /stats/reset, and POST to the provider
@@ -373,9 +382,11 @@ func (u *Upstream) deliver(w http.ResponseWriter, r *http.Request, rep reply, mo
 	if rc.Flush() != nil {
 		return
 	}
-	u.succeeded.Add(1)
-	u.promptTokens.Add(int64(rep.promptTokens))
-	u.completionTokens.Add(int64(rep.completionTokens))
+	u.tallyMu.Lock()
+	u.tally.succeeded++
+	u.tally.promptTokens += int64(rep.promptTokens)
+	u.tally.completionTokens += int64(rep.completionTokens)
+	u.tallyMu.Unlock()
 }
 
 // writer writes an answer, one byte per tick if tick is set.

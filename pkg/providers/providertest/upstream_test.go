@@ -1052,6 +1052,63 @@ func TestStats(t *testing.T) {
 	}
 }
 
+// TestStatsSnapshot checks that Stats is one snapshot: a count of successes comes with the
+// usage of exactly those answers, however the handlers and the reader interleave. (The
+// conformance suite once read Succeeded == 1 with no tokens yet, issue 9 item 17.) The
+// answers are served in-process, so that many of them overlap the reads.
+func TestStatsSnapshot(t *testing.T) {
+	t.Parallel()
+	u, err := providertest.New(providertest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]any{"model": "m", "messages": []msg{user("count these five words")}})
+	serve := func() {
+		rec := httptest.NewRecorder()
+		u.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/chat/completions", bytes.NewReader(body)))
+		if rec.Code != http.StatusOK {
+			t.Errorf("answer status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	serve()
+	one := u.Stats() // one answer's usage; no handler is running
+	if one.Succeeded != 1 || one.PromptTokens == 0 || one.CompletionTokens == 0 {
+		t.Fatalf("Stats() after one answer = %+v", one)
+	}
+
+	const writers, answers = 2, 3000
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for range writers {
+		wg.Go(func() {
+			for range answers {
+				serve()
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	reads, bad := 0, 0
+	for finished := false; !finished; reads++ {
+		select {
+		case <-done:
+			finished = true // one more read, after the last answer
+		default:
+		}
+		st := u.Stats()
+		if st.PromptTokens != st.Succeeded*one.PromptTokens || st.CompletionTokens != st.Succeeded*one.CompletionTokens {
+			if bad++; bad <= 3 {
+				t.Errorf("Stats() = %d successes with %d prompt and %d completion tokens, want %d and %d",
+					st.Succeeded, st.PromptTokens, st.CompletionTokens,
+					st.Succeeded*one.PromptTokens, st.Succeeded*one.CompletionTokens)
+			}
+		}
+	}
+	if got := u.Stats().Succeeded; got != 1+writers*answers {
+		t.Errorf("Succeeded = %d, want %d", got, 1+writers*answers)
+	}
+	t.Logf("%d reads, %d inconsistent", reads, bad)
+}
+
 func getStats(t *testing.T, srv *httptest.Server, method, path string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+path, nil)
