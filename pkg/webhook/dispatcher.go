@@ -232,7 +232,7 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 	req.Header.Set("User-Agent", "Sluice-Webhook/1")
 	req.Header.Set("Sluice-Job-Id", del.Job.ID)
 	req.Header.Set("Sluice-Signature", sign(del.Secret.Reveal(), time.Now().Unix(), body.Bytes()))
-	resp, err := d.http.Do(req)
+	resp, err := d.http.Do(req) //nolint:bodyclose // released by providers.CloseBody, the one release helper
 	if err != nil {
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err

@@ -257,7 +257,7 @@ func (s *suite) canceledMidStream(t *testing.T) {
 	if elapsed := time.Since(began); elapsed > 5*time.Second {
 		t.Errorf("Do took %v after the cancel", elapsed)
 	}
-	checkError(t, err, 0, true, errCallerGone)
+	_ = checkError(t, err, 0, true, errCallerGone)
 	if res == nil {
 		t.Errorf("Do returned a nil Result after the stream began, want the partial Result")
 	}
