@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,9 @@ func (j *Job) Terminal() bool { return j.FinishedAt != nil }
 
 const jobColumns = `id, key_id, endpoint, model, async, status, attempts, cancel_requested, metadata, webhook_url, status_code,
 	response, error, prompt_tokens, completion_tokens, cost_usd::float8, created_at, started_at, finished_at, deadline`
+
+// listColumns is jobColumns without the response body (read as null).
+var listColumns = strings.Replace(jobColumns, "response,", "NULL::json AS response,", 1)
 
 // NewJob describes a job about to run or be queued.
 type NewJob struct {
@@ -184,8 +188,11 @@ func nilIfEmptyJSON(b json.RawMessage) any {
 
 // ListJobs returns up to limit of a key's jobs, newest first, optionally only those with
 // status, starting after the job id after (the cursor). hasMore says whether more follow.
+//
+// The rows come without their response bodies (Response is nil): an answer may be tens of
+// MB, and a page of them would be held whole in memory; Job reads one with its body.
 func (s *Store) ListJobs(ctx context.Context, keyID, status, after string, limit int) (jobs []Job, hasMore bool, err error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+jobColumns+` FROM jobs
+	rows, err := s.pool.Query(ctx, `SELECT `+listColumns+` FROM jobs
 		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
 		ORDER BY id DESC LIMIT $4`, keyID, status, after, limit+1)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,5 +398,31 @@ func TestSpendCountsLegacyColumn(t *testing.T) {
 	}
 	if got.SpentUSD != 4.5 {
 		t.Errorf("spent %v, want 4.5 (1.5 in the legacy column + 3 jobs at $1)", got.SpentUSD)
+	}
+}
+
+// TestListJobsLeavesBodiesOut_Issue9_7: a list page carries no response bodies (a page of
+// 100 answers of up to 64 MiB each was built in one buffer); reading one job still does.
+func TestListJobsLeavesBodiesOut_Issue9_7(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	j := startJob(t, db.Store, k.ID, "m")
+	big := json.RawMessage(`{"answer":"` + strings.Repeat("x", 1<<20) + `"}`)
+	if _, err := db.Store.FinishJob(ctx, store.Outcome{JobID: j.ID, Status: store.StatusSucceeded, StatusCode: 200,
+		Response: big}); err != nil {
+		t.Fatal(err)
+	}
+	rows, _, err := db.Store.ListJobs(ctx, k.ID, "", "", 10)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("ListJobs = %d rows, %v", len(rows), err)
+	}
+	if rows[0].Response != nil || rows[0].Status != store.StatusSucceeded {
+		t.Errorf("listed job: status %s, %d response bytes; want succeeded without its body", rows[0].Status, len(rows[0].Response))
+	}
+	one, err := db.Store.Job(ctx, k.ID, j.ID)
+	if err != nil || len(one.Response) != len(big) {
+		t.Errorf("Job = %d response bytes (%v), want the whole %d", len(one.Response), err, len(big))
 	}
 }
