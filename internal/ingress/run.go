@@ -62,8 +62,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := jobs.EnsureStream(ctx, js, jobs.QueueConfig{MaxJobs: cfg.QueueMaxJobs,
-		JobTimeout: cfg.JobTimeout}); err != nil {
+	// The same stream settings as the worker's (cli.Common.Queue), or each would keep
+	// updating the stream to its own.
+	if _, err := jobs.EnsureStream(ctx, js, cfg.Queue()); err != nil {
 		return err
 	}
 	mux, err := jobs.NewMux(nc)

@@ -45,6 +45,8 @@ const (
 type QueueConfig struct {
 	// MaxJobs caps queued jobs; beyond it a publish fails with ErrQueueFull (discard new).
 	MaxJobs int64
+	// MaxBytes caps the queued jobs' bytes (bodies included) the same way; 0 or less: no cap.
+	MaxBytes int64
 	// MaxAge drops a job the workers never took (a safety net; deadlines end jobs sooner).
 	// Zero: twice JobTimeout, and at least 2 hours.
 	MaxAge time.Duration
@@ -119,6 +121,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) 
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		MaxMsgs:     cfg.MaxJobs,
+		MaxBytes:    maxBytes(cfg.MaxBytes),
 		Discard:     jetstream.DiscardNew,
 		MaxAge:      cfg.MaxAge,
 		Duplicates:  cfg.DedupWindow,
@@ -127,6 +130,14 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) 
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}
 	return s, nil
+}
+
+// maxBytes is the stream's MaxBytes for a configured cap: JetStream's -1 for none.
+func maxBytes(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // EnsureConsumer creates the workers' durable pull consumer or updates it to cfg. It is
@@ -249,8 +260,8 @@ func (p *Publisher) message(j *Job) (*nats.Msg, error) {
 func publishErr(j *Job, err error) error {
 	var apiErr *jetstream.APIError
 	switch {
-	// The server answers a full discard-new stream with 503 / err_code 10077
-	// ("maximum messages exceeded"); nats.go has no named constant for it.
+	// The server answers a full discard-new stream with 503 / err_code 10077 ("maximum
+	// messages exceeded" or "maximum bytes exceeded"); nats.go has no named constant for it.
 	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503):
 		return fmt.Errorf("%w: %v", ErrQueueFull, err)
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, ErrTooLarge):
