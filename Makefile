@@ -44,7 +44,7 @@ db-reset: ## drop and recreate the dev database (sluice) and apply migrations
 	  psql "$$url" -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >/dev/null && \
 	  DATABASE_URL="$$url" $(GO) run ./cmd/worker migrate
 
-up: ## docker compose up (needs SLUICE_ENCRYPTION_KEY and SLUICE_ADMIN_TOKEN)
+up: ## docker compose up (needs SLUICE_ENCRYPTION_KEY, SLUICE_ADMIN_TOKEN and NATS_PASSWORD)
 	docker compose up --build
 
 down: ## docker compose down
