@@ -159,6 +159,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	return runErr
 }
 
+// Retention runs each minute in batches of retentionBatch rows for at most retentionBudget.
+const (
+	retentionBatch  = 5000
+	retentionBudget = 20 * time.Second
+)
+
 // sweep ends overdue jobs and deletes old ones, once a minute. Ending overdue jobs is a
 // safety net: a job whose message was lost still reaches a terminal state.
 // A job is ended once it is overdue by more than after (QueueConfig.SweepAfter: past the
@@ -176,7 +182,7 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 			return
 		case <-t.C:
 		}
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 55*time.Second)
 		ids, err := st.ExpireOverdue(sctx, after, timeout)
 		if err != nil {
 			log.WarnContext(ctx, "expire overdue jobs", "err", err)
@@ -190,10 +196,23 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 		if err := st.DeleteOldRateWindows(sctx, time.Now()); err != nil {
 			log.WarnContext(ctx, "delete old rate windows", "err", err)
 		}
-		if n, err := st.DeleteFinishedBefore(sctx, time.Now().Add(-retention), 1000); err != nil {
-			log.WarnContext(ctx, "delete old jobs", "err", err)
+		// Retention keeps pace with settlement: batches until nothing is left or a time
+		// budget, each minute (measured in TestRetentionKeepsPace_Issue9_10).
+		cutoff := time.Now().Add(-retention)
+		if n, err := store.Prune(sctx, retentionBudget, retentionBatch, func(ctx context.Context, batch int) (int64, error) {
+			return st.DeleteFinishedBefore(ctx, cutoff, batch)
+		}); err != nil {
+			log.WarnContext(ctx, "delete old jobs", "err", err, "deleted", n)
 		} else if n > 0 {
 			log.InfoContext(ctx, "deleted old jobs", "count", n)
+		}
+		idemCutoff := time.Now().Add(-24 * time.Hour)
+		if n, err := store.Prune(sctx, retentionBudget, retentionBatch, func(ctx context.Context, batch int) (int64, error) {
+			return st.DeleteIdempotencyKeysBefore(ctx, idemCutoff, batch)
+		}); err != nil {
+			log.WarnContext(ctx, "delete old idempotency keys", "err", err, "deleted", n)
+		} else if n > 0 {
+			log.InfoContext(ctx, "deleted old idempotency keys", "count", n)
 		}
 		cancel()
 	}

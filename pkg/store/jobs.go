@@ -246,14 +246,43 @@ func (s *Store) AbandonJob(ctx context.Context, j NewJob) error {
 
 // DeleteFinishedBefore removes finished jobs created before t (the retention period), at
 // most batch at a time, and returns how many it removed. Job ids sort by creation time, so
-// the primary key finds them. Ledger rows are kept: they are the bill.
+// the primary key finds them, oldest first; rows another sweeper is deleting are skipped
+// (SKIP LOCKED), so several workers share the work instead of repeating it. Ledger rows are
+// kept: they are the bill.
 func (s *Store) DeleteFinishedBefore(ctx context.Context, t time.Time, batch int) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM jobs WHERE id IN (
-		SELECT id FROM jobs WHERE id < $1 AND finished_at IS NOT NULL LIMIT $2)`, ids.NewAt("job", t), batch)
+		SELECT id FROM jobs WHERE id < $1 AND finished_at IS NOT NULL ORDER BY id LIMIT $2
+		FOR UPDATE SKIP LOCKED)`, ids.NewAt("job", t), batch)
 	if err != nil {
 		return 0, fmt.Errorf("delete old jobs: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// DeleteIdempotencyKeysBefore removes Idempotency-Key bindings made before t (API.md keeps
+// them 24 h), at most batch at a time, oldest first, skipping rows another sweeper holds.
+func (s *Store) DeleteIdempotencyKeysBefore(ctx context.Context, t time.Time, batch int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE (key_id, idem_key) IN (
+		SELECT key_id, idem_key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2
+		FOR UPDATE SKIP LOCKED)`, t, batch)
+	if err != nil {
+		return 0, fmt.Errorf("delete old idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Prune runs del in batches until a batch comes back short (nothing left) or budget has
+// passed, and returns how many rows it deleted in all.
+func Prune(ctx context.Context, budget time.Duration, batch int, del func(ctx context.Context, batch int) (int64, error)) (int64, error) {
+	stop := time.Now().Add(budget)
+	var total int64
+	for {
+		n, err := del(ctx, batch)
+		total += n
+		if err != nil || n < int64(batch) || time.Now().After(stop) || ctx.Err() != nil {
+			return total, err
+		}
+	}
 }
 
 // CreateQueuedJobs inserts many async jobs (without idempotency keys) as queued in one

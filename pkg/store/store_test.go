@@ -426,3 +426,69 @@ func TestListJobsLeavesBodiesOut_Issue9_7(t *testing.T) {
 		t.Errorf("Job = %d response bytes (%v), want the whole %d", len(one.Response), err, len(big))
 	}
 }
+
+// TestRetentionKeepsPace_Issue9_10: retention deletes old finished jobs in batches until none
+// is left (it deleted 1,000 a minute, while a worker settles thousands a second), keeps the
+// unfinished and the recent, shares the work between concurrent sweepers without deleting a
+// row twice, and prunes Idempotency-Key bindings older than 24 h. It logs the rate.
+func TestRetentionKeepsPace_Issue9_10(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	const old = 50_000
+	old30 := time.Now().Add(-31 * 24 * time.Hour)
+	// Old finished jobs, with ids of their (old) creation time, as the worker writes them.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, status, created_at, finished_at, deadline)
+		SELECT $1 || lpad(g::text, 8, '0'), 'key_x', '/v1/chat/completions', 'm', 'succeeded', $2, $2, $2
+		FROM generate_series(1, $3) g`, ids.NewAt("job", old30)[:20], old30, old); err != nil {
+		t.Fatal(err)
+	}
+	unfinished := ids.NewAt("job", old30)
+	recent := ids.New("job")
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, status, created_at, finished_at, deadline)
+		VALUES ($1, 'key_x', '/v1/chat/completions', 'm', 'running', $3, NULL, $3),
+		       ($2, 'key_x', '/v1/chat/completions', 'm', 'succeeded', now(), now(), now())`, unfinished, recent, old30); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "idem"})
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO idempotency_keys (key_id, idem_key, job_id, created_at)
+		SELECT $1, 'old-' || g, 'job_x', now() - interval '25 hours' FROM generate_series(1, 3000) g
+		UNION ALL SELECT $1, 'fresh', 'job_y', now()`, k.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	began := time.Now()
+	cutoff := time.Now().Add(-30 * 24 * time.Hour)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var total int64
+	for range 2 { // two workers' sweepers at once
+		wg.Go(func() {
+			n, err := store.Prune(ctx, time.Minute, 5000, func(ctx context.Context, batch int) (int64, error) {
+				return db.Store.DeleteFinishedBefore(ctx, cutoff, batch)
+			})
+			if err != nil {
+				t.Errorf("prune: %v", err)
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	el := time.Since(began)
+	t.Logf("deleted %d old jobs in %s (%.0f jobs/s) with two sweepers", total, el, float64(total)/el.Seconds())
+	var left int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if total != old || left != 2 {
+		t.Errorf("deleted %d (want %d, each once), %d rows left (want the unfinished and the recent job)", total, old, left)
+	}
+	n, err := store.Prune(ctx, time.Minute, 1000, func(ctx context.Context, batch int) (int64, error) {
+		return db.Store.DeleteIdempotencyKeysBefore(ctx, time.Now().Add(-24*time.Hour), batch)
+	})
+	if err != nil || n != 3000 {
+		t.Errorf("pruned %d idempotency keys (%v), want the 3000 older than 24 h", n, err)
+	}
+}
