@@ -93,7 +93,9 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 		res, err := c.call(ctx, job, rt, emit)
 		release()
 		if err == nil {
-			return success(job, res, emitted, rt.Channel.ID)
+			out := success(job, res, emitted, rt.Channel.ID)
+			out.upstreamModel = rt.UpstreamModel
+			return out
 		}
 		perr, isProv := errors.AsType[*providers.Error](err)
 		if !isProv {
@@ -103,10 +105,14 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 			return failed(jobs.BadRequest("", "The request body must be a JSON object."))
 		}
 		if ctx.Err() != nil {
-			return ended(ctx, job, res, emitted, rt.Channel.ID)
+			out := ended(ctx, job, res, emitted, rt.Channel.ID)
+			out.upstreamModel = rt.UpstreamModel
+			return out
 		}
 		if emitted > 0 { // the caller has part of a stream: it cannot be retried
-			return upstreamFailure(perr, attempt).withUsage(reportedUsage(res), rt.Channel.ID)
+			out := upstreamFailure(perr, attempt).withUsage(reportedUsage(res), rt.Channel.ID)
+			out.upstreamModel = rt.UpstreamModel
+			return out
 		}
 		last, lastChannel = perr, rt.Channel.ID
 		tried[rt.Channel.ID] = true

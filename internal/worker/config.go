@@ -28,6 +28,10 @@ type Config struct {
 	Retention          time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
 	KeyCacheTTL        time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
 	KeyShare           float64       `env:"WORKER_KEY_SHARE" envDefault:"0.5"`
+	// The price of a model with none in the price table, USD per 1M tokens: deliberately
+	// high, so that an unpriced model is never free under a budget by omission.
+	UnpricedInput  float64 `env:"PRICE_UNPRICED_INPUT_PER_MTOK" envDefault:"10"`
+	UnpricedOutput float64 `env:"PRICE_UNPRICED_OUTPUT_PER_MTOK" envDefault:"30"`
 }
 
 // Queue is the job stream and consumer configuration: the common part plus what only the
@@ -51,6 +55,8 @@ func (c *Config) Validate() error {
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)
 	check(c.MaxAckPending >= c.Concurrency, "JOB_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY (%d)", c.MaxAckPending, c.Concurrency)
 	check(c.MaxDeliver >= 2 && c.MaxDeliver <= 100, "JOB_MAX_DELIVER=%d: want 2..100", c.MaxDeliver)
+	check(c.UnpricedInput >= 0 && c.UnpricedOutput >= 0 && c.UnpricedInput <= 1e6 && c.UnpricedOutput <= 1e6,
+		"PRICE_UNPRICED_INPUT/OUTPUT_PER_MTOK=%g/%g: want 0..1e6", c.UnpricedInput, c.UnpricedOutput)
 	check(c.KeyShare > 0 && c.KeyShare <= 1, "WORKER_KEY_SHARE=%g: want a fraction in (0, 1]", c.KeyShare)
 	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)

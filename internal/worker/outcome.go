@@ -23,6 +23,8 @@ type outcome struct {
 	usage     *tokens.Usage
 	charge    bool
 	channelID string
+	// upstreamModel is the name the channel was called with: priced before the alias.
+	upstreamModel string
 }
 
 // failed is a failed outcome with e's status.

@@ -25,7 +25,8 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 	}
 	row := job.Row(d.delivered)
 	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
-		Response: out.body, Error: errJSON, Usage: out.usage, Charge: out.charge, Job: &row}
+		UpstreamModel: out.upstreamModel,
+		Response:      out.body, Error: errJSON, Usage: out.usage, Charge: out.charge, Job: &row}
 	record := func() error {
 		return retryStore(ctx, d.log, "finish job", func(ctx context.Context) error {
 			f, err := p.settle.Do(ctx, o)

@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return fmt.Errorf("migrate: %w", err)
 	}
 	st := store.New(pool, sealer)
+	st.SetUnpricedPrice(cfg.UnpricedInput, cfg.UnpricedOutput)
 
 	nc, err := jobs.Connect(cfg.NATSURL, "sluice-worker", log)
 	if err != nil {

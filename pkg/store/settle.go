@@ -110,8 +110,11 @@ type Outcome struct {
 	Status     string // succeeded, failed or canceled
 	StatusCode int
 	ChannelID  string
-	Response   json.RawMessage // the upstream's answer (JSON), if any
-	Error      json.RawMessage // the API error object, if the job failed
+	// UpstreamModel is the model name the channel was called with, which is priced first
+	// (the job's model, its alias, is the fallback); "" when no upstream was called.
+	UpstreamModel string
+	Response      json.RawMessage // the upstream's answer (JSON), if any
+	Error         json.RawMessage // the API error object, if the job failed
 	// Usage is recorded and, if Charge, priced and charged to the key.
 	Usage  *tokens.Usage
 	Charge bool
@@ -147,13 +150,16 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-			$16::timestamptz[], $17::int[], $18::bool[])
+			$16::timestamptz[], $17::int[], $18::bool[], $20::text[])
 		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
-			request, created_at, deadline, attempt, holds_slot)),
+			request, created_at, deadline, attempt, holds_slot, upstream_model)),
 	priced AS (
+		-- The upstream model's price, else the alias's, else the configured unpriced price.
 		SELECT input.*, CASE WHEN input.charge THEN
-			COALESCE((input.pt * p.input_usd_per_1m + input.ct * p.output_usd_per_1m) / 1000000, 0) END AS cost
-		FROM input LEFT JOIN model_prices p ON p.model = input.model),
+			COALESCE((input.pt * COALESCE(pu.input_usd_per_1m, pa.input_usd_per_1m, $21::numeric)
+				+ input.ct * COALESCE(pu.output_usd_per_1m, pa.output_usd_per_1m, $22::numeric)) / 1000000, 0) END AS cost
+		FROM input LEFT JOIN model_prices pu ON pu.model = NULLIF(input.upstream_model, '')
+			LEFT JOIN model_prices pa ON pa.model = input.model),
 	fin AS (
 		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
 			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd,
@@ -195,6 +201,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 	var (
 		jobIDs, statuses, channels, keys, endpoints, models = make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n), make([]string, n)
+		upstreamModels            = make([]string, n)
 		codes, attempts           = make([]int32, n), make([]int32, n)
 		responses, errs, requests = make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		pts, cts                  = make([]*int64, n), make([]*int64, n)
@@ -219,6 +226,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 				Deadline: row.Deadline}
 		}
 		jobIDs[i], statuses[i], codes[i], channels[i] = o.JobID, o.Status, int32(o.StatusCode), o.ChannelID
+		upstreamModels[i] = o.UpstreamModel
 		responses[i], errs[i], requests[i] = text(o.Response), text(o.Error), text(j.Request)
 		if o.Usage != nil {
 			pts[i], cts[i], estimated[i] = &o.Usage.PromptTokens, &o.Usage.CompletionTokens, o.Usage.Estimated
@@ -228,7 +236,8 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
-		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)))
+		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)),
+		upstreamModels, s.unpricedIn, s.unpricedOut)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}

@@ -24,6 +24,17 @@ var (
 type Store struct {
 	pool   *pgxpool.Pool
 	sealer *Sealer
+	// unpriced is what a job is charged per 1M tokens when neither its upstream model nor
+	// its alias has a price (SetUnpricedPrice).
+	unpricedIn, unpricedOut float64
+}
+
+// SetUnpricedPrice sets the price, in USD per 1M input and output tokens, charged for a model
+// with no price in the price table (neither the upstream's name nor the alias). The default
+// is 0; the worker sets PRICE_UNPRICED_INPUT/OUTPUT_PER_MTOK, so that nothing is free
+// under a budget by omission. Call it before the Store is used.
+func (s *Store) SetUnpricedPrice(inputPerMTok, outputPerMTok float64) {
+	s.unpricedIn, s.unpricedOut = inputPerMTok, outputPerMTok
 }
 
 // New returns a Store on pool. sealer encrypts upstream keys and webhook secrets.

@@ -492,3 +492,39 @@ func TestRetentionKeepsPace_Issue9_10(t *testing.T) {
 		t.Errorf("pruned %d idempotency keys (%v), want the 3000 older than 24 h", n, err)
 	}
 }
+
+// TestUnpricedModel_Issue9_4: a job is priced by the upstream model it was sent as, then by
+// its alias, and a model with no price at all is charged the configured unpriced price, never
+// a silent $0.
+func TestUnpricedModel_Issue9_4(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	db.Store.SetUnpricedPrice(10, 30)
+	for _, p := range []store.Price{{Model: "alias", InputPerMTok: 1, OutputPerMTok: 1}, {Model: "upstream-model", InputPerMTok: 2, OutputPerMTok: 4}} {
+		if err := db.Store.SetPrice(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	usage := &tokens.Usage{PromptTokens: 1_000_000, CompletionTokens: 1_000_000}
+	tests := []struct {
+		name, model, upstream string
+		want                  float64
+	}{
+		{"upstream model priced", "alias", "upstream-model", 2 + 4},
+		{"only the alias priced", "alias", "not-in-the-table", 1 + 1},
+		{"nothing priced", "mystery", "mystery-upstream", 10 + 30},
+	}
+	for _, tt := range tests {
+		j := startJob(t, db.Store, k.ID, tt.model)
+		f, err := db.Store.FinishJob(ctx, store.Outcome{JobID: j.ID, Status: store.StatusSucceeded, StatusCode: 200,
+			Response: json.RawMessage(`{}`), Usage: usage, Charge: true, UpstreamModel: tt.upstream})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.CostUSD != tt.want {
+			t.Errorf("%s: cost %v, want %v", tt.name, f.CostUSD, tt.want)
+		}
+	}
+}
