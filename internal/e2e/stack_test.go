@@ -324,6 +324,8 @@ func (s *stack) workerEnv(addr string, concurrency int) map[string]string {
 		"DATABASE_URL": s.db.URL, "NATS_URL": s.nats.URL, "SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey,
 		"WORKER_ADDR": addr, "WORKER_CONCURRENCY": fmt.Sprint(concurrency), "JOB_TIMEOUT": s.wcfg.JobTimeout.String(),
 		"UPSTREAM_IDLE_TIMEOUT": s.wcfg.IdleTimeout.String(), "JOB_ACK_WAIT": s.wcfg.AckWait.String(),
+		// As in-process workers, which leave it unset: the first byte waits as long as idle.
+		"UPSTREAM_FIRST_BYTE_TIMEOUT": cmp.Or(s.wcfg.FirstByteTimeout, s.wcfg.IdleTimeout).String(),
 		"CHANNEL_REFRESH": "1s", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true",
 		"WORKER_KEY_SHARE": fmt.Sprint(s.wcfg.KeyShare),
 	}
