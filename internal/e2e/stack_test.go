@@ -326,7 +326,7 @@ func (s *stack) workerEnv(addr string, concurrency int) map[string]string {
 		"UPSTREAM_IDLE_TIMEOUT": s.wcfg.IdleTimeout.String(), "JOB_ACK_WAIT": s.wcfg.AckWait.String(),
 		// As in-process workers, which leave it unset: the first byte waits as long as idle.
 		"UPSTREAM_FIRST_BYTE_TIMEOUT": cmp.Or(s.wcfg.FirstByteTimeout, s.wcfg.IdleTimeout).String(),
-		"CHANNEL_REFRESH": "1s", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true",
+		"CHANNEL_REFRESH":             "1s", "SHUTDOWN_GRACE": "5s", "LOG_LEVEL": "warn", "WEBHOOK_ALLOW_PRIVATE": "true",
 		"WORKER_KEY_SHARE": fmt.Sprint(s.wcfg.KeyShare),
 	}
 }
