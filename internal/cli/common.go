@@ -20,6 +20,7 @@ type Common struct {
 	ShutdownGrace       time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s"`
 	QueueMaxJobs        int64         `env:"QUEUE_MAX_JOBS" envDefault:"100000"`
 	QueueMaxBytes       int64         `env:"QUEUE_MAX_BYTES" envDefault:"-1"`
+	KeyMaxQueued        int64         `env:"KEY_MAX_QUEUED" envDefault:"10000"`
 	DBMaxConns          int32         `env:"DB_MAX_CONNS" envDefault:"16"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
 	ChannelRefresh      time.Duration `env:"CHANNEL_REFRESH" envDefault:"10s"`
@@ -34,13 +35,15 @@ func (c *Common) Check(check func(ok bool, format string, args ...any)) {
 	check(c.ShutdownGrace >= 0, "SHUTDOWN_GRACE=%s: want >= 0", c.ShutdownGrace)
 	check(c.QueueMaxJobs >= 1, "QUEUE_MAX_JOBS=%d: want at least 1", c.QueueMaxJobs)
 	check(c.QueueMaxBytes == -1 || c.QueueMaxBytes >= 1<<20, "QUEUE_MAX_BYTES=%d: want at least 1048576, or -1 for no cap", c.QueueMaxBytes)
+	check(c.KeyMaxQueued >= 1, "KEY_MAX_QUEUED=%d: want at least 1", c.KeyMaxQueued)
 	check(c.DBMaxConns >= 1, "DB_MAX_CONNS=%d: want at least 1", c.DBMaxConns)
 	check(c.ChannelRefresh >= 100*time.Millisecond, "CHANNEL_REFRESH=%s: want at least 100ms", c.ChannelRefresh)
 }
 
 // Queue is the job queue's configuration as both binaries must see it.
 func (c *Common) Queue() jobs.QueueConfig {
-	return jobs.QueueConfig{MaxJobs: c.QueueMaxJobs, MaxBytes: c.QueueMaxBytes, JobTimeout: c.JobTimeout}
+	return jobs.QueueConfig{MaxJobs: c.QueueMaxJobs, MaxBytes: c.QueueMaxBytes,
+		MaxQueuedPerKey: c.KeyMaxQueued, JobTimeout: c.JobTimeout}
 }
 
 // Checker collects range errors for a Validate method: check(ok, format, args…) records

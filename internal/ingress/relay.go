@@ -196,6 +196,13 @@ func publishError(err error) error {
 		return apiError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
 			"The request is too large to queue.")
 	}
+	if errors.Is(err, jobs.ErrKeyQueueFull) {
+		// The key's own cap (KEY_MAX_QUEUED), not the gateway's: a rate limit on this tenant.
+		e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
+			"Too many jobs are queued for this API key; retry when some have finished.")
+		e.RetryAfter = 1
+		return e
+	}
 	if errors.Is(err, jobs.ErrQueueFull) {
 		return errOverloaded("The job queue is full; retry shortly.")
 	}

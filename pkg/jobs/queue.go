@@ -17,7 +17,9 @@ import (
 const (
 	StreamName   = "SLUICE_JOBS"
 	ConsumerName = "sluice-workers"
-	jobSubject   = "sluice.jobs.run"
+	// jobPrefix + key id is a job's subject: the stream caps each key's queued jobs by
+	// its subject (QueueConfig.MaxQueuedPerKey).
+	jobPrefix    = "sluice.jobs.run."
 	replyPrefix  = "sluice.reply."
 	cancelPrefix = "sluice.cancel."
 	// DonePrefix + job id is published when a job reaches a terminal state.
@@ -41,6 +43,9 @@ const (
 	DefaultJobTimeout  = 15 * time.Minute
 	DefaultMaxDeliver  = 10
 	DefaultRecordGrace = 5 * time.Minute
+	// DefaultMaxQueuedPerKey is one key's share of the default MaxJobs (100,000): a tenth, so
+	// one tenant cannot fill the queue for all.
+	DefaultMaxQueuedPerKey = 10_000
 )
 
 // QueueConfig sizes the job stream and its consumer. Zero fields take the defaults.
@@ -49,6 +54,10 @@ type QueueConfig struct {
 	MaxJobs int64
 	// MaxBytes caps the queued jobs' bytes (bodies included) the same way; 0 or less: no cap.
 	MaxBytes int64
+	// MaxQueuedPerKey caps one key's jobs in the stream (queued or running); beyond it a
+	// publish of that key fails with ErrKeyQueueFull. Exact across ingresses: the stream
+	// enforces it per subject. Zero: DefaultMaxQueuedPerKey.
+	MaxQueuedPerKey int64
 	// MaxAge drops a job the workers never took (a safety net; deadlines end jobs sooner).
 	// Zero: twice JobTimeout, and at least 2 hours.
 	MaxAge time.Duration
@@ -90,6 +99,9 @@ func (c QueueConfig) WithDefaults() QueueConfig {
 	if c.MaxJobs <= 0 {
 		c.MaxJobs = 100_000
 	}
+	if c.MaxQueuedPerKey <= 0 {
+		c.MaxQueuedPerKey = DefaultMaxQueuedPerKey
+	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = max(2*time.Hour, 2*c.JobTimeout)
 	}
@@ -125,8 +137,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) 
 		MaxMsgs:     cfg.MaxJobs,
 		MaxBytes:    maxBytes(cfg.MaxBytes),
 		Discard:     jetstream.DiscardNew,
-		MaxAge:      cfg.MaxAge,
-		Duplicates:  cfg.DedupWindow,
+		// One subject per key: a key past its cap is refused, not the oldest job dropped.
+		MaxMsgsPerSubject:    cfg.MaxQueuedPerKey,
+		DiscardNewPerSubject: true,
+		MaxAge:               cfg.MaxAge,
+		Duplicates:           cfg.DedupWindow,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
@@ -164,8 +179,10 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg QueueConfig
 
 // Errors from Publish.
 var (
-	// ErrQueueFull means the stream is at MaxJobs.
+	// ErrQueueFull means the stream is at MaxJobs or MaxBytes.
 	ErrQueueFull = errors.New("job queue is full")
+	// ErrKeyQueueFull means the job's key has MaxQueuedPerKey jobs queued or running.
+	ErrKeyQueueFull = errors.New("too many jobs queued for this key")
 	// ErrUnavailable means NATS is not reachable right now.
 	ErrUnavailable = errors.New("job queue unavailable")
 	// ErrTooLarge means the job does not fit in one NATS message.
@@ -252,16 +269,21 @@ func (p *Publisher) message(j *Job) (*nats.Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
+	if j.KeyID == "" || strings.ContainsAny(j.KeyID, ".*> \t\r\n") {
+		return nil, fmt.Errorf("job %s: key id %q is not a subject token", j.ID, j.KeyID)
+	}
 	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
 		return nil, ErrTooLarge
 	}
-	return &nats.Msg{Subject: jobSubject, Data: data}, nil
+	return &nats.Msg{Subject: jobPrefix + j.KeyID, Data: data}, nil
 }
 
 // publishErr classifies a failed publish of j.
 func publishErr(j *Job, err error) error {
 	var apiErr *jetstream.APIError
 	switch {
+	case errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "per subject"):
+		return fmt.Errorf("%w: %v", ErrKeyQueueFull, err)
 	// The server answers a full discard-new stream with 503 / err_code 10077 ("maximum
 	// messages exceeded" or "maximum bytes exceeded"); nats.go has no named constant for it.
 	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503):

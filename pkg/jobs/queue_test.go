@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +42,66 @@ func TestQueueMaxBytes_Issue9_9(t *testing.T) {
 	}
 	if full == 0 || full == 20 {
 		t.Errorf("%d of 20 publishes refused as full, want the ones past 64 KiB", full)
+	}
+}
+
+// TestMaxQueuedPerKey_Issue9_2: the stream caps each key's queued (or running) jobs, exactly
+// and for every ingress at once, because each key publishes on its own subject; the key past
+// its cap is refused with ErrKeyQueueFull while other keys are not, and an acked job frees
+// its place.
+func TestMaxQueuedPerKey_Issue9_2(t *testing.T) {
+	t.Parallel()
+	_, nc := jobstest.NewConn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	cfg := jobs.QueueConfig{MaxQueuedPerKey: 3}
+	if _, err := jobs.EnsureStream(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := jobs.EnsureConsumer(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := jobs.NewPublisher(nc, js, 5*time.Second)
+	n := 0
+	publish := func(key string) error {
+		n++
+		_, err := pub.Publish(ctx, &jobs.Job{ID: fmt.Sprintf("job_%d", n), KeyID: key, Endpoint: jobs.EndpointChat,
+			Model: "m", Body: []byte(`{}`), CreatedAt: time.Now(), Deadline: time.Now().Add(time.Minute)})
+		return err
+	}
+	for i := range 3 {
+		if err := publish("key_a"); err != nil {
+			t.Fatalf("key_a job %d: %v", i, err)
+		}
+	}
+	err = publish("key_a")
+	if !errors.Is(err, jobs.ErrKeyQueueFull) {
+		t.Fatalf("key_a's 4th job: %v, want ErrKeyQueueFull", err)
+	}
+	if errors.Is(err, jobs.ErrQueueFull) {
+		t.Errorf("a key's cap is reported as the whole queue being full: %v", err)
+	}
+	if err := publish("key_b"); err != nil {
+		t.Fatalf("key_b beside a full key_a: %v", err)
+	}
+	// A worker finishes one of key_a's jobs: key_a may queue one more, and only one.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := publish("key_a"); err != nil {
+		t.Fatalf("key_a after an ack: %v", err)
+	}
+	if err := publish("key_a"); !errors.Is(err, jobs.ErrKeyQueueFull) {
+		t.Fatalf("key_a back at its cap: %v, want ErrKeyQueueFull", err)
 	}
 }
