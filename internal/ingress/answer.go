@@ -25,6 +25,9 @@ type answer struct {
 	// wroteHeader is set once the SSE headers and a first event are written: from then on
 	// only an error event can end the response if anything goes wrong.
 	wroteHeader bool
+	// broken is set when writing an event failed: the client stopped reading (its write
+	// deadline passed, see guardWrites) or left.
+	broken bool
 }
 
 func newAnswer(s *Server, w http.ResponseWriter, r *http.Request, job *jobs.Job) *answer {
@@ -45,6 +48,10 @@ func (a *answer) step(st jobs.Step) bool {
 	switch st.Kind {
 	case jobs.StepEvent:
 		a.event(st.Event, st.Data)
+		if a.broken { // nobody reads the rest: abort the job as when the caller leaves
+			a.s.clientGone(a.r, a.job)
+			return true
+		}
 	case jobs.StepBroken:
 		a.fail(st.Err)
 		// The ingress ends the stream itself (the caller read too slowly, or the worker
@@ -78,8 +85,13 @@ func (a *answer) event(name string, data []byte) {
 	buf.WriteString("data: ")
 	buf.Write(data)
 	buf.WriteString("\n\n")
-	_, _ = a.w.Write(buf.Bytes())
-	_ = http.NewResponseController(a.w).Flush()
+	if _, err := a.w.Write(buf.Bytes()); err != nil {
+		a.broken = true
+		return
+	}
+	if err := http.NewResponseController(a.w).Flush(); err != nil {
+		a.broken = true
+	}
 }
 
 // final ends the response with the job's outcome. body is a whole answer's bytes; gap says

@@ -86,7 +86,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /readyz", s.readyz)
 	s.adminRoutes(route)
 	mux.Handle("/", s.instrument("other", s.notFound))
-	return s.withRequestID(s.recoverPanics(mux))
+	return s.guardWrites(s.withRequestID(s.recoverPanics(mux)))
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
