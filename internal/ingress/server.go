@@ -42,6 +42,9 @@ type Server struct {
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
+	// reads holds a token per job read in progress (readSlots).
+	reads     chan struct{}
+	readsOnce sync.Once
 }
 
 type metrics struct {
