@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
 	return m
 }
 
-// Handler returns the HTTP API.
+// Handler returns the HTTP API of the public listener: /admin too, unless ADMIN_ADDR moves it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
@@ -87,7 +87,9 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/jobs/{id}/cancel", s.cancelJob)
 	route("GET /healthz", s.healthz)
 	route("GET /readyz", s.readyz)
-	s.adminRoutes(route)
+	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)
+		s.adminRoutes(route)
+	}
 	mux.Handle("/", s.instrument("other", s.notFound))
 	return s.guardWrites(s.withRequestID(s.recoverPanics(mux)))
 }
