@@ -33,7 +33,9 @@ func TestPerIPConnCap_Issue9_8(t *testing.T) {
 	go func() { errc <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		_ = srv.Close()
-		<-errc
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
 	})
 	addr := raw.Addr().String()
 	local := netip.MustParsePrefix("127.0.0.1/32")

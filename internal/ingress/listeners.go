@@ -45,7 +45,7 @@ func (s *Server) openListeners(public net.Listener, metrics http.Handler, refuse
 	}
 	// net/http's own 4xx in the API's shape.
 	public = ShapeRawErrors(LimitListener(public, cmp.Or(cfg.MaxConns, defaultMaxConns)))
-	var publicH http.Handler = s.Handler()
+	publicH := s.Handler()
 	if cfg.MetricsAddr == "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.guardWrites(metrics))

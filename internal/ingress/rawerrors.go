@@ -46,7 +46,7 @@ func (c *shapeConn) Write(b []byte) (int, error) {
 		// Written between requests, where no handler set a write deadline (and the last
 		// one's may have passed): give it its own, so it neither fails at once nor blocks
 		// on a client that reads nothing.
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(rawErrorWriteTimeout))
+		_ = c.SetWriteDeadline(time.Now().Add(rawErrorWriteTimeout))
 		if _, err := c.Conn.Write(out); err != nil {
 			return 0, err
 		}
