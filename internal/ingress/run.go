@@ -67,6 +67,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if _, err := jobs.EnsureStream(ctx, js, cfg.Queue()); err != nil {
 		return err
 	}
+	ostream, err := jobs.EnsureOutcomeStream(ctx, js, cfg.Queue())
+	if err != nil {
+		return err
+	}
 	mux, err := jobs.NewMux(nc)
 	if err != nil {
 		return err
@@ -100,7 +104,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
 	pub := jobs.NewPublisher(nc, js, pubTimeout)
-	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, mux: mux, router: router,
+	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
+	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
 		maxBody: maxBody, done: done, queue: newQueuer(st, pub)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })

@@ -102,6 +102,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		opts.Tune(&pcfg)
 	}
 	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
+	// The outcomes stream exists whatever SettleVia says, and this worker's settlers run
+	// either way, so outcomes left by workers of the other setting are still settled.
+	ostream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+	ocons, err := jobs.EnsureOutcomeConsumer(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+	out := jobs.NewOutcomes(nc, js, ostream, 10*time.Second)
+	if cfg.SettleVia == "postgres" {
+		out = nil
+	}
+	w.SettleVia(out, ocons, max(cfg.Settlers, 1))
 	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
 		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
