@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,12 +141,10 @@ func (p *Pool) replayOutcome(ctx context.Context, d *delivery, o *store.Outcome)
 	p.reply(ctx, d, f, body, len(body) == 0, false)
 }
 
-// storable reports whether Postgres can store body as it is: valid UTF-8 and no \u0000
-// escape (its json type refuses both). Others take the direct path, which records them
-// without the content and tells the caller so.
-func storable(body []byte) bool {
-	return utf8.Valid(body) && !bytes.Contains(body, []byte(`\u0000`))
-}
+// storable reports whether Postgres can store body as it is (valid UTF-8: the response
+// column is json text). Others take the direct path, which records them without the content
+// and tells the caller so.
+func storable(body []byte) bool { return utf8.Valid(body) }
 
 // replay answers a job that has already ended from its stored row.
 func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) {
