@@ -325,10 +325,9 @@ func (s *Server) authenticate(r *http.Request) (store.Key, error) {
 		if errors.Is(err, store.ErrNotFound) {
 			return store.Key{}, errInvalidKey
 		}
-		switch {
-		case err == nil:
+		if err == nil {
 			k = v.(store.Key)
-		default:
+		} else { // Postgres cannot be asked: a recently cached key still authenticates
 			stale, ok := s.keys.stale(tok, now)
 			if !ok {
 				return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
