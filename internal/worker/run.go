@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	st := store.New(pool, sealer)
 	st.SetUnpricedPrice(cfg.UnpricedInput, cfg.UnpricedOutput)
 
-	nc, err := jobs.Connect(cfg.NATSURL, "sluice-worker", log)
+	nc, err := jobs.Connect(cfg.NATS("sluice-worker"), log)
 	if err != nil {
 		return err
 	}
