@@ -102,8 +102,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		opts.Tune(&pcfg)
 	}
 	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
-	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
-		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
+	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
+		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {
