@@ -90,15 +90,18 @@ func (s *Store) ClaimDeliveries(ctx context.Context, c DeliveryClaim) ([]Deliver
 				ORDER BY d.next_attempt_at
 				LIMIT GREATEST($3 - COALESCE((SELECT n FROM busy WHERE busy.key_id = k.key_id), 0), 0)) c
 			WHERE k.key_id IS NOT NULL),
+		ranked AS (SELECT array_agg(job_id ORDER BY rn, next_attempt_at, job_id) AS ids FROM cand),
 		due AS (
 			-- Locked in that order until there are enough: one locked by another claim is
 			-- passed over for the next, and each is re-checked (another claim may have just
-			-- taken it).
-			SELECT d.job_id FROM cand JOIN webhook_deliveries d ON d.job_id = cand.job_id
-			WHERE d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
-			ORDER BY cand.rn, cand.next_attempt_at, cand.job_id
+			-- taken it). Looked up by primary key: a join would let the planner, which
+			-- cannot tell how few candidates there are, scan the whole table.
+			SELECT d.job_id FROM webhook_deliveries d
+			WHERE d.job_id = ANY ((SELECT ids FROM ranked)::text[])
+				AND d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
+			ORDER BY array_position((SELECT ids FROM ranked), d.job_id)
 			LIMIT $1
-			FOR UPDATE OF d SKIP LOCKED),
+			FOR UPDATE SKIP LOCKED),
 		claimed AS (
 			UPDATE webhook_deliveries d SET attempts = d.attempts + 1,
 				next_attempt_at = now() + make_interval(secs => $2)
