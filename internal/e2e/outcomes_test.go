@@ -145,7 +145,7 @@ func TestSyncAnsweredThroughPostgresOutage_Issue10(t *testing.T) {
 	env := s.workerEnv(waddr, 8)
 	env["DATABASE_URL"] = dbURL
 	startProc(t, "worker", waddr, env)
-	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(dbURL), NATSURL: s.nats.URL,
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(dbURL), NATSURL: secret.Secret(s.nats.URL),
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: 30 * time.Second, ChannelRefresh: time.Second,
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8},
 		AdminToken: adminToken, MaxBodyBytes: 256 << 10, MaxWaiting: 256, MaxConns: 1024, KeyCacheTTL: time.Second}

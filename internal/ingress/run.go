@@ -51,7 +51,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer pool.Close()
 	st := store.New(pool, sealer)
 
-	nc, err := jobs.Connect(cfg.NATSURL, "sluice-ingress", log)
+	nc, err := jobs.Connect(cfg.NATS("sluice-ingress"), log)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	st := store.New(pool, sealer)
 	st.SetUnpricedPrice(cfg.UnpricedInput, cfg.UnpricedOutput)
 
-	nc, err := jobs.Connect(cfg.NATSURL, "sluice-worker", log)
+	nc, err := jobs.Connect(cfg.NATS("sluice-worker"), log)
 	if err != nil {
 		return err
 	}
@@ -117,8 +117,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		out = nil
 	}
 	w.SettleVia(out, ocons, max(cfg.Settlers, 1))
-	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
-		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
+	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
+		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {
