@@ -269,7 +269,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { release() }()
-	row, err := s.store.Job(r.Context(), key.ID, id)
+	row, err := s.job(r.Context(), key.ID, id)
 	if err != nil {
 		s.writeJobError(w, r, id, err)
 		return
@@ -288,7 +288,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		if row, err = s.store.Job(r.Context(), key.ID, id); err != nil {
+		if row, err = s.job(r.Context(), key.ID, id); err != nil {
 			s.writeJobError(w, r, id, err)
 			return
 		}
