@@ -260,6 +260,21 @@ func (r *wireReader) string() string {
 	return s
 }
 
+// bytes reads a length-prefixed byte field (nil when empty), sharing r's memory.
+func (r *wireReader) bytes() []byte {
+	l := r.uvarint()
+	if r.bad || l > uint64(len(r.b)) {
+		r.bad = true
+		return nil
+	}
+	if l == 0 {
+		return nil
+	}
+	v := r.b[:l:l]
+	r.b = r.b[l:]
+	return v
+}
+
 func (r *wireReader) byte() byte {
 	if len(r.b) == 0 {
 		r.bad = true
