@@ -25,10 +25,16 @@ type answer struct {
 	// wroteHeader is set once the SSE headers and a first event are written: from then on
 	// only an error event can end the response if anything goes wrong.
 	wroteHeader bool
+	// resp follows a Responses stream, which ends in response.failed rather than an error.
+	resp *responsesStream
 }
 
 func newAnswer(s *Server, w http.ResponseWriter, r *http.Request, job *jobs.Job) *answer {
-	return &answer{s: s, w: w, r: r, job: job, asm: jobs.NewAssembler(job.Stream)}
+	a := &answer{s: s, w: w, r: r, job: job, asm: jobs.NewAssembler(job.Stream)}
+	if job.Stream && job.Endpoint == jobs.EndpointResponses {
+		a.resp = &responsesStream{}
+	}
+	return a
 }
 
 // handle takes one reply message; it returns true when the response is complete.
@@ -80,6 +86,9 @@ func (a *answer) event(name string, data []byte) {
 	buf.WriteString("\n\n")
 	_, _ = a.w.Write(buf.Bytes())
 	_ = http.NewResponseController(a.w).Flush()
+	if a.resp != nil {
+		a.resp.observe(data)
+	}
 }
 
 // final ends the response with the job's outcome. body is a whole answer's bytes; gap says
@@ -87,7 +96,8 @@ func (a *answer) event(name string, data []byte) {
 func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	if a.wroteHeader {
 		if f.Status == store.StatusSucceeded {
-			if a.job.Endpoint != jobs.EndpointMessages { // Anthropic streams end with message_stop
+			// Anthropic streams end with message_stop, Responses streams with response.completed.
+			if a.job.Endpoint != jobs.EndpointMessages && a.resp == nil {
 				_, _ = io.WriteString(a.w, "data: [DONE]\n\n")
 			}
 			_ = http.NewResponseController(a.w).Flush()
@@ -183,6 +193,10 @@ func (a *answer) fail(err error) {
 func (a *answer) streamError(e *jobs.APIError) {
 	if e == nil {
 		e = jobs.UpstreamError("", "The stream failed.")
+	}
+	if a.resp != nil {
+		a.writeFailed(e)
+		return
 	}
 	b, _ := json.Marshal(errorJSON(a.r, e))
 	if a.job.Endpoint == jobs.EndpointMessages {
