@@ -218,7 +218,7 @@ func writeWeather(w http.ResponseWriter, anthropic, stream, result bool, answer 
 		case anthropic:
 			v = map[string]any{"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "stop_reason": "tool_use",
 				"content": []any{map[string]any{"type": "tool_use", "id": "call_w1", "name": "weather", "input": map[string]string{"city": "Oslo"}}},
-				"usage": map[string]int{"input_tokens": 11, "output_tokens": 7}}
+				"usage":   map[string]int{"input_tokens": 11, "output_tokens": 7}}
 		default:
 			msg := map[string]any{"role": "assistant", "content": answer}
 			finish := "stop"
@@ -228,7 +228,7 @@ func writeWeather(w http.ResponseWriter, anthropic, stream, result bool, answer 
 			}
 			v = map[string]any{"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-x",
 				"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": finish}},
-				"usage": map[string]int{"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+				"usage":   map[string]int{"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
 		}
 		_ = json.NewEncoder(w).Encode(v)
 		return
