@@ -20,9 +20,6 @@ import (
 // chat, serves every upstream, and the chat ⇄ Messages and chat ⇄ Gemini translations are
 // reused as they are.
 
-// chatFunc is an adapter's chat completions path: its Do, called with a chat request.
-type chatFunc func(ctx context.Context, req *Request, emit func(Event) error) (*Result, error)
-
 // responsesViaChat answers a Responses request through chat: the request is translated
 // into a chat completion (a 400 *Error, before any upstream call, if it asks for what chat
 // completions cannot express), and the answer, or each chunk of the stream, back into the
@@ -35,42 +32,13 @@ func responsesViaChat(ctx context.Context, provider string, maxCompletion bool, 
 	if err != nil {
 		return nil, err
 	}
-	cr.Stream = req.Stream
-	if req.Stream {
-		cr.StreamOptions = &streamOptions{IncludeUsage: true}
-	}
 	resp := newResponse(in)
-	creq := &Request{Endpoint: "/v1/chat/completions", Body: mustMarshal(cr), Stream: req.Stream, WantUsageChunk: true}
-	if !req.Stream {
-		res, err := chat(ctx, creq, emit)
-		if err != nil {
-			return res, err
-		}
-		var c chatCompletion
-		if err := json.Unmarshal(res.Body, &c); err != nil {
-			return nil, badResponse(provider, "chat completion", err)
-		}
-		r, err := responseFromChat(provider, &c, resp)
-		if err != nil {
-			return nil, err
-		}
-		return &Result{StatusCode: res.StatusCode, Body: mustMarshal(r), Usage: res.Usage}, nil
-	}
 	tr := newResponsesFromChunks(provider, resp, recap)
-	res, err := chat(ctx, creq, func(ev Event) error {
-		events, err := tr.chunk(ev.Data)
-		if err != nil {
-			return err
-		}
-		return emitAll(emit, events)
+	return viaChat(ctx, provider, chat, cr, req, emit, fromChat{
+		answer: func(c *chatCompletion) (any, error) { return responseFromChat(provider, c, resp) },
+		chunk:  tr.chunk,
+		end:    tr.end,
 	})
-	if err != nil {
-		return res, err
-	}
-	if err := emitAll(emit, tr.end()); err != nil {
-		return res, &Error{Provider: provider, Err: err}
-	}
-	return res, nil
 }
 
 // responses serves the Responses API: passed through to an upstream that has it (see
