@@ -13,7 +13,12 @@ import (
 // in each binary's Config, so the two cannot disagree about a name, a default or a range.
 type Common struct {
 	DatabaseURL         secret.Secret `env:"DATABASE_URL,required,notEmpty"`
-	NATSURL             string        `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	NATSURL             secret.Secret `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"` // may carry a password
+	NATSCreds           string        `env:"NATS_CREDS"`
+	NATSNkey            string        `env:"NATS_NKEY"`
+	NATSTLSCA           string        `env:"NATS_TLS_CA"`
+	NATSTLSCert         string        `env:"NATS_TLS_CERT"`
+	NATSTLSKey          string        `env:"NATS_TLS_KEY"`
 	EncryptionKey       secret.Secret `env:"SLUICE_ENCRYPTION_KEY,required,notEmpty"`
 	EncryptionKeysOld   secret.List   `env:"SLUICE_ENCRYPTION_KEYS_OLD"`
 	JobTimeout          time.Duration `env:"JOB_TIMEOUT" envDefault:"15m"`
@@ -37,6 +42,8 @@ func (c *Common) Check(check func(ok bool, format string, args ...any)) {
 	check(c.QueueMaxBytes == -1 || c.QueueMaxBytes >= 1<<20, "QUEUE_MAX_BYTES=%d: want at least 1048576, or -1 for no cap", c.QueueMaxBytes)
 	check(c.KeyMaxQueued >= 1, "KEY_MAX_QUEUED=%d: want at least 1", c.KeyMaxQueued)
 	check(c.DBMaxConns >= 1, "DB_MAX_CONNS=%d: want at least 1", c.DBMaxConns)
+	check(c.NATSCreds == "" || c.NATSNkey == "", "NATS_CREDS and NATS_NKEY are both set: want one")
+	check((c.NATSTLSCert == "") == (c.NATSTLSKey == ""), "NATS_TLS_CERT and NATS_TLS_KEY: want both or neither")
 	check(c.ChannelRefresh >= 100*time.Millisecond, "CHANNEL_REFRESH=%s: want at least 100ms", c.ChannelRefresh)
 }
 
@@ -44,6 +51,12 @@ func (c *Common) Check(check func(ok bool, format string, args ...any)) {
 func (c *Common) Queue() jobs.QueueConfig {
 	return jobs.QueueConfig{MaxJobs: c.QueueMaxJobs, MaxBytes: c.QueueMaxBytes,
 		MaxQueuedPerKey: c.KeyMaxQueued, JobTimeout: c.JobTimeout}
+}
+
+// NATS is how to reach NATS, for jobs.Connect; name is the connection's name.
+func (c *Common) NATS(name string) jobs.ConnOptions {
+	return jobs.ConnOptions{URL: c.NATSURL.Reveal(), Name: name, Creds: c.NATSCreds, NkeySeed: c.NATSNkey,
+		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey}
 }
 
 // Checker collects range errors for a Validate method: check(ok, format, args…) records

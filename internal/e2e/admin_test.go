@@ -38,6 +38,7 @@ func TestAdminUsageAndNoPlaintextSecrets(t *testing.T) {
 			CostUSD          float64 `json:"cost_usd"`
 		} `json:"data"`
 	}
+	s.settled()
 	s.admin(http.MethodGet, "/admin/v1/usage?group_by=model&key_id="+k.ID, nil, &usage)
 	_, pt, ct := fakeAnswer("one two 0")
 	if len(usage.Data) != 1 || usage.Data[0].Group != "gpt-4o-mini" || usage.Data[0].Requests != 3 ||

@@ -54,6 +54,7 @@ func TestFailoverAndCooldown(t *testing.T) {
 	if bad503.Load() != 1 || good.Stats().Succeeded != 1 {
 		t.Errorf("calls: A %d, B %d; want 1 and 1", bad503.Load(), good.Stats().Succeeded)
 	}
+	s.settled()
 	var rows int
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM usage_ledger`).Scan(&rows); err != nil || rows != 1 {
 		t.Errorf("ledger rows = %d, want 1", rows)

@@ -418,7 +418,7 @@ func TestPostgresOutage(t *testing.T) {
 	env["DATABASE_URL"] = dbURL
 	w := startProc(t, "worker", waddr, env)
 	wbase := "http://" + waddr
-	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(dbURL), NATSURL: s.nats.URL,
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(dbURL), NATSURL: secret.Secret(s.nats.URL),
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: 30 * time.Second, ChannelRefresh: time.Second,
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: true},
 		AdminToken: adminToken, MaxBodyBytes: 256 << 10, MaxWaiting: 256, MaxConns: 1024, KeyCacheTTL: time.Minute}

@@ -70,6 +70,7 @@ type ledgerRow struct {
 
 func (s *stack) ledger(jobID string) ledgerRow {
 	s.t.Helper()
+	s.settled()
 	var r ledgerRow
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT j.status, j.cost_usd::float8, l.cost_usd::float8,
 		l.prompt_tokens, l.completion_tokens FROM jobs j JOIN usage_ledger l ON l.job_id = j.id WHERE j.id = $1`,

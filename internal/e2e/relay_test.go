@@ -75,6 +75,7 @@ func TestChatCompletionEndToEnd(t *testing.T) {
 	var status string
 	var cost, ledgerCost, spent float64
 	var ledgerPT, ledgerCT int64
+	s.settled()
 	if err := s.db.Pool.QueryRow(ctx, `SELECT j.status, j.cost_usd::float8, l.cost_usd::float8, l.prompt_tokens,
 		l.completion_tokens, key_spent(k.id)::float8 FROM jobs j JOIN usage_ledger l ON l.job_id = j.id
 		JOIN api_keys k ON k.id = j.key_id WHERE j.id = $1`, jobID).Scan(&status, &cost, &ledgerCost, &ledgerPT, &ledgerCT, &spent); err != nil {
@@ -110,6 +111,7 @@ func TestChatCompletionEndToEnd(t *testing.T) {
 	if !asError(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.Code != "invalid_api_key" {
 		t.Errorf("SDK with a bad key: err = %v, want a 401 invalid_api_key *openai.Error", err)
 	}
+	s.settled()
 	var spent2 float64
 	if err := s.db.Pool.QueryRow(ctx, `SELECT key_spent($1)::float8`, k.ID).Scan(&spent2); err != nil {
 		t.Fatal(err)
@@ -166,6 +168,7 @@ func TestRetryAfter429ThenSuccess(t *testing.T) {
 	var rows int
 	var spent float64
 	var attempts int
+	s.settled()
 	if err := s.db.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM usage_ledger),
 		key_spent($1)::float8, (SELECT attempts FROM jobs)`, k.ID).Scan(&rows, &spent, &attempts); err != nil {
 		t.Fatal(err)

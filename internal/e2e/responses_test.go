@@ -359,6 +359,7 @@ func TestResponsesCutStream_Issue11(t *testing.T) {
 	s.channel(map[string]any{"name": "chat", "provider": "openai", "base_url": chatSrv.URL + "/v1", "models": []string{"gpt-chat:midstream"}})
 	s.channel(map[string]any{"name": "claude", "provider": "anthropic", "base_url": chatSrv.URL, "api_key": "sk-ant-test-123456",
 		"models": []string{"claude-x:midstream"}})
+	var jobIDs []string
 	for _, model := range []string{"gpt-native:midstream", "gpt-chat:midstream", "claude-x:midstream"} {
 		t.Run(model, func(t *testing.T) {
 			var raw *http.Response
@@ -386,12 +387,16 @@ func TestResponsesCutStream_Issue11(t *testing.T) {
 					t.Errorf("a cut stream sent %s", ev.Type)
 				}
 			}
-			var status string
-			if err := s.db.Pool.QueryRow(context.Background(), `SELECT status FROM jobs WHERE id = $1`,
-				raw.Header.Get("Sluice-Job-Id")).Scan(&status); err != nil || status != "failed" {
-				t.Errorf("job recorded %q (%v), want failed", status, err)
-			}
+			jobIDs = append(jobIDs, raw.Header.Get("Sluice-Job-Id"))
 		})
+	}
+	s.settled()
+	for _, id := range jobIDs {
+		var status string
+		if err := s.db.Pool.QueryRow(context.Background(), `SELECT status FROM jobs WHERE id = $1`, id).Scan(&status); err != nil ||
+			status != "failed" {
+			t.Errorf("job %s recorded %q (%v), want failed", id, status, err)
+		}
 	}
 }
 

@@ -94,7 +94,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		o.maxWaiting = 512
 	}
 	s.tune = o.tune
-	s.wcfg = worker.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL,
+	s.wcfg = worker.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(s.nats.URL),
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, QueueMaxJobs: 10_000,
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		Concurrency: o.concurrency, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
@@ -112,7 +112,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
-	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: s.nats.URL,
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(s.nats.URL),
 		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, ChannelRefresh: time.Second,
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		AdminToken: adminToken, MaxBodyBytes: o.maxBody, MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting,

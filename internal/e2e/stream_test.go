@@ -62,6 +62,7 @@ func TestStreamingThroughSDK(t *testing.T) {
 	}
 	// Usage is recorded for the stream even though the client did not ask for it.
 	_, pt, ct := fakeAnswer(prompt)
+	s.settled()
 	var n int
 	if err := s.db.Pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger WHERE prompt_tokens = $1 AND completion_tokens = $2
 		AND NOT estimated`, pt, ct).Scan(&n); err != nil || n != 2 {
@@ -91,6 +92,7 @@ func TestStreamingThroughSDK(t *testing.T) {
 	if n := up.Stats().Requests[providertest.ModeMidstream] - before; n != 1 {
 		t.Errorf("midstream upstream calls = %d, want 1 (a started stream is not retried)", n)
 	}
+	s.settled()
 	var status string
 	var charged int
 	if err := s.db.Pool.QueryRow(ctx, `SELECT status, (SELECT count(*) FROM usage_ledger l WHERE l.job_id = j.id)

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,10 +61,23 @@ func (a *answer) step(st jobs.Step) bool {
 		_ = jobs.CancelJob(a.s.nc, a.job.ID, jobs.CancelClientGone)
 		return true
 	case jobs.StepDone:
+		a.releaseSlot()
 		a.final(st.Final, st.Body, st.Gap)
 		return true
 	}
 	return false
+}
+
+// releaseSlot frees the job's max_concurrency slot before its answer is complete, so the
+// caller's next request finds it free: the job's row frees it too, but only once a settler
+// has written the outcome, which may be later than the caller's next request.
+func (a *answer) releaseSlot() {
+	if !a.job.HoldsSlot {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.r.Context()), 2*time.Second)
+	defer cancel()
+	_ = a.s.store.ReleaseSlot(ctx, a.job.ID) // if Postgres is away, the row's end frees it
 }
 
 func (a *answer) event(name string, data []byte) {
@@ -115,7 +129,7 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	}
 	if gap || (len(body) == 0 && !a.job.Stream) {
 		// A reply part went missing in transit; the stored result is complete.
-		row, err := a.s.store.Job(a.r.Context(), a.job.KeyID, a.job.ID)
+		row, err := a.s.job(a.r.Context(), a.job.KeyID, a.job.ID)
 		if err != nil {
 			a.fail(fmt.Errorf("read result of %s after a lost reply: %w", a.job.ID, err))
 			return
@@ -156,7 +170,7 @@ func (a *answer) awaitStore() bool {
 // fromStore answers from Postgres if the job has already ended there (its reply was lost);
 // it returns false if the job is still running.
 func (a *answer) fromStore() bool {
-	row, err := a.s.store.Job(a.r.Context(), a.job.KeyID, a.job.ID)
+	row, err := a.s.job(a.r.Context(), a.job.KeyID, a.job.ID)
 	if err != nil || !row.Terminal() {
 		return false
 	}

@@ -262,7 +262,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		defer stop()
 		woke = ch
 	}
-	row, err := s.store.Job(r.Context(), key.ID, id)
+	row, err := s.job(r.Context(), key.ID, id)
 	if err != nil {
 		s.writeJobError(w, r, id, err)
 		return
@@ -272,12 +272,12 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		defer t.Stop()
 		select {
 		case <-woke:
-			if row, err = s.store.Job(r.Context(), key.ID, id); err != nil {
+			if row, err = s.job(r.Context(), key.ID, id); err != nil {
 				s.writeJobError(w, r, id, err)
 				return
 			}
 		case <-t.C:
-			if row, err = s.store.Job(r.Context(), key.ID, id); err != nil {
+			if row, err = s.job(r.Context(), key.ID, id); err != nil {
 				s.writeJobError(w, r, id, err)
 				return
 			}

@@ -148,10 +148,22 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	// Wait a little past the deadline: the worker's own timeout answer is more precise.
 	timer := time.NewTimer(time.Until(job.Deadline) + 2*time.Second)
 	defer timer.Stop()
+	// After a reconnect the job's end may be recorded without its reply ever arriving (sent
+	// while this process was away); from then on the store is checked every second too.
+	var recheck <-chan time.Time
 	for {
 		select {
 		case <-s.mux.Reconnected():
 			// Replies sent while NATS was away are lost; the result may already be stored.
+			if a.fromStore() {
+				return
+			}
+			if recheck == nil {
+				t := time.NewTicker(time.Second)
+				defer t.Stop()
+				recheck = t.C
+			}
+		case <-recheck:
 			if a.fromStore() {
 				return
 			}

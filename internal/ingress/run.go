@@ -51,7 +51,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer pool.Close()
 	st := store.New(pool, sealer)
 
-	nc, err := jobs.Connect(cfg.NATSURL, "sluice-ingress", log)
+	nc, err := jobs.Connect(cfg.NATS("sluice-ingress"), log)
 	if err != nil {
 		return err
 	}
@@ -65,6 +65,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	// The same stream settings as the worker's (cli.Common.Queue), or each would keep
 	// updating the stream to its own.
 	if _, err := jobs.EnsureStream(ctx, js, cfg.Queue()); err != nil {
+		return err
+	}
+	ostream, err := jobs.EnsureOutcomeStream(ctx, js, cfg.Queue())
+	if err != nil {
 		return err
 	}
 	mux, err := jobs.NewMux(nc)
@@ -100,7 +104,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
 	pub := jobs.NewPublisher(nc, js, pubTimeout)
-	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, mux: mux, router: router,
+	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
+	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
 		maxBody: maxBody, done: done, queue: newQueuer(st, pub)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })

@@ -26,19 +26,22 @@ import (
 
 // Server holds the HTTP API's dependencies.
 type Server struct {
-	cfg     Config
-	store   *store.Store
-	nc      *nats.Conn
-	pub     *jobs.Publisher
-	mux     *jobs.Mux
-	router  *route.Router
-	log     *slog.Logger
-	waiting chan struct{} // one token per request waiting on a job
-	keys    *keyCache
-	metrics *metrics
-	maxBody int64
-	done    *jobs.DoneHub
-	queue   *queuer
+	cfg   Config
+	store *store.Store
+	nc    *nats.Conn
+	pub   *jobs.Publisher
+	// outcomes holds the outcomes workers recorded but settlers have not yet written to
+	// Postgres; answers read from the store look there first. Nil in some tests.
+	outcomes *jobs.Outcomes
+	mux      *jobs.Mux
+	router   *route.Router
+	log      *slog.Logger
+	waiting  chan struct{} // one token per request waiting on a job
+	keys     *keyCache
+	metrics  *metrics
+	maxBody  int64
+	done     *jobs.DoneHub
+	queue    *queuer
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
@@ -192,9 +195,21 @@ type keyCache struct {
 type cachedKey struct {
 	key store.Key
 	exp time.Time
+	// stale is set once the entry is served past its ttl (Postgres unavailable); staleSince
+	// is when its ttl ran out, which bounds how long it may be served so.
+	stale      bool
+	staleSince time.Time
 }
 
 const keyCacheMax = 100_000
+
+// keyStaleMax is how long past its ttl a cached key still authenticates while Postgres cannot
+// be asked, so that sync calls of recent callers go on through an outage (their outcomes wait
+// in the outcomes stream). A stale key is re-asked for at most once per keyStaleRetry.
+const (
+	keyStaleMax   = 15 * time.Minute
+	keyStaleRetry = time.Second
+)
 
 func (c *keyCache) get(secret string, now time.Time) (store.Key, bool) {
 	c.mu.Lock()
@@ -203,6 +218,26 @@ func (c *keyCache) get(secret string, now time.Time) (store.Key, bool) {
 	if !ok || now.After(e.exp) {
 		return store.Key{}, false
 	}
+	return e.key, true
+}
+
+// stale returns an expired entry still within keyStaleMax of its expiry and keeps it for
+// keyStaleRetry more, for use when Postgres is unavailable.
+func (c *keyCache) stale(secret string, now time.Time) (store.Key, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[secret]
+	if !ok || now.After(e.exp.Add(keyStaleMax)) {
+		return store.Key{}, false
+	}
+	if !e.stale {
+		e.stale, e.staleSince = true, e.exp
+	}
+	if now.After(e.staleSince.Add(keyStaleMax)) {
+		return store.Key{}, false
+	}
+	e.exp = now.Add(keyStaleRetry)
+	c.m[secret] = e
 	return e.key, true
 }
 
@@ -291,10 +326,15 @@ func (s *Server) authenticate(r *http.Request) (store.Key, error) {
 		if errors.Is(err, store.ErrNotFound) {
 			return store.Key{}, errInvalidKey
 		}
-		if err != nil {
-			return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
+		if err == nil {
+			k = v.(store.Key)
+		} else { // Postgres cannot be asked: a recently cached key still authenticates
+			stale, ok := s.keys.stale(tok, now)
+			if !ok {
+				return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
+			}
+			k = stale
 		}
-		k = v.(store.Key)
 	}
 	if !k.Usable(now) {
 		return store.Key{}, errInvalidKey

@@ -28,15 +28,21 @@ type Config struct {
 	ResponsesHosts []string `env:"UPSTREAM_RESPONSES_HOSTS" envDefault:"api.openai.com"`
 	// ResponsesRecapBytes caps the text a translated Responses stream repeats in its
 	// closing events (held until the stream ends).
-	ResponsesRecapBytes int           `env:"RESPONSES_RECAP_MAX_BYTES" envDefault:"4194304"`
-	WebhookConcurrency  int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
-	WebhookRetryBase    time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`
-	AckWait             time.Duration `env:"JOB_ACK_WAIT" envDefault:"60s"`
-	MaxAckPending       int           `env:"JOB_MAX_ACK_PENDING" envDefault:"16384"`
-	MaxDeliver          int           `env:"JOB_MAX_DELIVER" envDefault:"10"`
-	Retention           time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
-	KeyCacheTTL         time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
-	KeyShare            float64       `env:"WORKER_KEY_SHARE" envDefault:"0.5"`
+	ResponsesRecapBytes int `env:"RESPONSES_RECAP_MAX_BYTES" envDefault:"4194304"`
+	WebhookConcurrency  int `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
+	// WebhookKeyConcurrency caps one key's webhook attempts in flight in this worker.
+	WebhookKeyConcurrency int           `env:"WEBHOOK_KEY_CONCURRENCY" envDefault:"2"`
+	WebhookRetryBase      time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`
+	AckWait               time.Duration `env:"JOB_ACK_WAIT" envDefault:"60s"`
+	MaxAckPending         int           `env:"JOB_MAX_ACK_PENDING" envDefault:"16384"`
+	MaxDeliver            int           `env:"JOB_MAX_DELIVER" envDefault:"10"`
+	Retention             time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
+	KeyCacheTTL           time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
+	KeyShare              float64       `env:"WORKER_KEY_SHARE" envDefault:"0.5"`
+	// SettleVia is where an outcome becomes durable before the reply: "stream" (the
+	// outcomes stream; settlers write Postgres in batches) or "postgres" (written first).
+	SettleVia string `env:"WORKER_SETTLE_VIA" envDefault:"stream"`
+	Settlers  int    `env:"WORKER_SETTLERS" envDefault:"1"`
 	// The price of a model with none in the price table, USD per 1M tokens: deliberately
 	// high, so that an unpriced model is never free under a budget by omission.
 	UnpricedInput  float64 `env:"PRICE_UNPRICED_INPUT_PER_MTOK" envDefault:"10"`
@@ -73,8 +79,11 @@ func (c *Config) Validate() error {
 		"PRICE_UNPRICED_INPUT/OUTPUT_PER_MTOK=%g/%g: want 0..1e6", c.UnpricedInput, c.UnpricedOutput)
 	check(c.KeyShare > 0 && c.KeyShare <= 1, "WORKER_KEY_SHARE=%g: want a fraction in (0, 1]", c.KeyShare)
 	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
+	check(c.SettleVia == "stream" || c.SettleVia == "postgres", "WORKER_SETTLE_VIA=%q: want stream or postgres", c.SettleVia)
+	check(c.Settlers >= 1 && c.Settlers <= 16, "WORKER_SETTLERS=%d: want 1..16", c.Settlers)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)
 	check(c.WebhookConcurrency >= 1 && c.WebhookConcurrency <= 1024, "WEBHOOK_CONCURRENCY=%d: want 1..1024", c.WebhookConcurrency)
+	check(c.WebhookKeyConcurrency >= 1 && c.WebhookKeyConcurrency <= 1024, "WEBHOOK_KEY_CONCURRENCY=%d: want 1..1024", c.WebhookKeyConcurrency)
 	check(c.WebhookRetryBase >= 10*time.Millisecond && c.WebhookRetryBase <= time.Hour,
 		"WEBHOOK_RETRY_BASE=%s: want 10ms..1h", c.WebhookRetryBase)
 	return errors.Join(errs()...)

@@ -77,6 +77,15 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	}()
 
 	cancelled := p.held.cancelledBefore(job.ID)
+	if d.delivered > 1 && p.outcomes != nil {
+		// An earlier delivery may have recorded its outcome and died before acking: answer
+		// from that outcome rather than call upstream again.
+		if o, err := p.outcomes.Pending(recordCtx, job.ID); err == nil && o != nil {
+			d.log.InfoContext(ctx, "job's outcome already recorded; replaying it", "status", o.Status)
+			p.replayOutcome(ctx, d, o)
+			return
+		}
+	}
 	var row store.Job
 	// A sync job on its first delivery has no row yet and no earlier result: its row is
 	// written once, with its outcome, which keeps one Postgres write on the hot path. Async

@@ -79,6 +79,26 @@ type Pool struct {
 
 	settle *batch.Batcher[store.Outcome, store.Finished] // job outcomes, written in batches
 	start  *batch.Batcher[store.NewJob, store.Started]   // job starts (async jobs, redeliveries), in batches
+
+	// outcomes, if set, is where outcomes become durable (SettleVia); settlers write them
+	// to Postgres from settleCons.
+	outcomes   *jobs.Outcomes
+	settleCons jetstream.Consumer
+	settlers   int
+}
+
+// settleBudget bounds the bytes of the outcomes one settler holds: its batches are at most
+// settleBudget / the NATS max payload outcomes (and at most settleMax).
+const (
+	settleBudget = 64 << 20
+	settleMax    = 256
+)
+
+// SettleVia makes the pool record outcomes on the outcomes stream before it replies, and
+// run n settler loops that write them to Postgres from cons (n may be 0: other workers'
+// settlers then write them). Call it before Run.
+func (p *Pool) SettleVia(out *jobs.Outcomes, cons jetstream.Consumer, n int) {
+	p.outcomes, p.settleCons, p.settlers = out, cons, n
 }
 
 // hardStopAfter is how long past the shutdown grace a job may still try to record its outcome.
@@ -136,6 +156,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	for range settlers {
 		bg.Go(func() { p.settle.Run(bgCtx) })
 		bg.Go(func() { p.start.Run(bgCtx) })
+	}
+	for range p.settlers {
+		st := &settler{cons: p.settleCons, finish: p.rec.FinishJobs, nc: p.nc, keys: p.keys, log: p.log,
+			max: int(min(settleMax, max(1, settleBudget/p.nc.MaxPayload()))), wait: p.cfg.FetchWait,
+			ackWait: p.cfg.Queue.AckWait}
+		bg.Go(func() { st.run(bgCtx) })
 	}
 	defer func() { stopBG(); bg.Wait() }()
 

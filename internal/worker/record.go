@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/slots"
@@ -27,6 +28,9 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 	o := store.Outcome{JobID: job.ID, Status: out.status, StatusCode: out.code, ChannelID: out.channelID,
 		UpstreamModel: out.upstreamModel,
 		Response:      out.body, Error: errJSON, Usage: out.usage, Charge: out.charge, Job: &row}
+	if p.outcomes != nil && storable(out.body) && p.finishVia(ctx, d, out, o) {
+		return
+	}
 	record := func() error {
 		return retryStore(ctx, d.log, "finish job", func(ctx context.Context) error {
 			f, err := p.settle.Do(ctx, o)
@@ -65,8 +69,82 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 	p.metrics.jobs.WithLabelValues(out.status).Inc()
 	d.log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code, "cost_usd", cost)
 	f := &jobs.Final{JobID: job.ID, Status: out.status, StatusCode: out.code, Error: out.err, CostUSD: cost, Usage: out.usage}
-	p.reply(ctx, d, f, out.body, job.Stream)
+	p.reply(ctx, d, f, out.body, job.Stream, true)
 }
+
+// finishVia makes the outcome durable on the outcomes stream, then replies and acks; a
+// settler writes it to Postgres later. It returns false, having done nothing, if the stream
+// cannot take it (too large for one message, or NATS refused it): the caller then settles in
+// Postgres directly.
+func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.Outcome) bool {
+	if o.Job != nil && o.Job.Async { // its row holds the request already
+		j := *o.Job
+		j.Request = nil
+		o.Job = &j
+	}
+	dup, err := p.outcomes.Publish(ctx, &o)
+	if err != nil {
+		if !errors.Is(err, jobs.ErrOutcomeTooLarge) {
+			d.log.WarnContext(ctx, "outcomes stream refused the outcome; settling it directly", "err", err)
+		}
+		return false
+	}
+	if dup { // another delivery's outcome was published first: it stands
+		p.replayEnded(ctx, d)
+		return true
+	}
+	p.metrics.jobs.WithLabelValues(out.status).Inc()
+	d.log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code)
+	// The cost is known once settled; the reply does not carry it (no client reads it).
+	f := &jobs.Final{JobID: d.job.ID, Status: out.status, StatusCode: out.code, Error: out.err, Usage: out.usage}
+	p.reply(ctx, d, f, out.body, d.job.Stream, false) // the settler announces the end
+	return true
+}
+
+// replayEnded answers a job whose outcome was recorded by an earlier delivery: from the
+// outcomes stream if it is not settled yet, else from Postgres.
+func (p *Pool) replayEnded(ctx context.Context, d *delivery) {
+	if o, err := p.outcomes.Pending(ctx, d.job.ID); err == nil && o != nil {
+		p.replayOutcome(ctx, d, o)
+		return
+	}
+	var row store.Job
+	err := retryStore(ctx, d.log, "read ended job", func(ctx context.Context) error {
+		var err error
+		row, err = p.rec.Job(ctx, d.job.KeyID, d.job.ID)
+		return err
+	})
+	if err == nil && !row.Terminal() {
+		err = fmt.Errorf("job %s: an outcome was published but is neither pending nor settled", d.job.ID)
+	}
+	if err != nil {
+		p.giveBack(d, err)
+		return
+	}
+	p.replay(ctx, d, &row)
+}
+
+// replayOutcome answers a job from its outcome still in the outcomes stream.
+func (p *Pool) replayOutcome(ctx context.Context, d *delivery, o *store.Outcome) {
+	f := &jobs.Final{JobID: o.JobID, Status: o.Status, StatusCode: o.StatusCode, Usage: o.Usage}
+	if len(o.Error) > 0 {
+		var e jobs.APIError
+		if json.Unmarshal(o.Error, &e) == nil {
+			e.Status = o.StatusCode
+			f.Error = &e
+		}
+	}
+	var body json.RawMessage
+	if o.Status == store.StatusSucceeded {
+		body = o.Response
+	}
+	p.reply(ctx, d, f, body, len(body) == 0, false)
+}
+
+// storable reports whether Postgres can store body as it is (valid UTF-8: the response
+// column is json text). Others take the direct path, which records them without the content
+// and tells the caller so.
+func storable(body []byte) bool { return utf8.Valid(body) }
 
 // replay answers a job that has already ended from its stored row.
 func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) {
@@ -75,20 +153,22 @@ func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) {
 	if row.Status == store.StatusSucceeded {
 		body = row.Response
 	}
-	p.reply(ctx, d, f, body, len(body) == 0)
+	p.reply(ctx, d, f, body, len(body) == 0, true)
 }
 
 // reply sends the body (for non-stream answers) and the final message, announces the end
-// of an async job (long polls and webhooks wait for it), and acks. The result is already in
-// Postgres, so a lost reply or ack loses nothing: a redelivery replays the stored result.
-func (p *Pool) reply(ctx context.Context, d *delivery, f *jobs.Final, body json.RawMessage, stream bool) {
+// of an async job if announce (long polls and webhooks wait for it; when the outcome went to
+// the outcomes stream its settler announces it once Postgres has it), and acks. The result is
+// already durable (in Postgres or the outcomes stream), so a lost reply or ack loses
+// nothing: a redelivery replays the recorded result.
+func (p *Pool) reply(ctx context.Context, d *delivery, f *jobs.Final, body json.RawMessage, stream, announce bool) {
 	if stream {
 		body = nil
 	}
 	if err := d.rep.Finish(f, body); err != nil {
 		d.log.WarnContext(ctx, "reply", "err", err)
 	}
-	if d.job.Async {
+	if d.job.Async && announce {
 		if b, err := json.Marshal(f); err == nil {
 			_ = p.nc.Publish(jobs.DonePrefix+f.JobID, b)
 		}

@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	st := store.New(pool, sealer)
 	st.SetUnpricedPrice(cfg.UnpricedInput, cfg.UnpricedOutput)
 
-	nc, err := jobs.Connect(cfg.NATSURL, "sluice-worker", log)
+	nc, err := jobs.Connect(cfg.NATS("sluice-worker"), log)
 	if err != nil {
 		return err
 	}
@@ -104,8 +104,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		opts.Tune(&pcfg)
 	}
 	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
-	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, RetryBase: cfg.WebhookRetryBase,
-		AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
+	// The outcomes stream exists whatever SettleVia says, and this worker's settlers run
+	// either way, so outcomes left by workers of the other setting are still settled.
+	ostream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+	ocons, err := jobs.EnsureOutcomeConsumer(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+	out := jobs.NewOutcomes(nc, js, ostream, 10*time.Second)
+	if cfg.SettleVia == "postgres" {
+		out = nil
+	}
+	w.SettleVia(out, ocons, max(cfg.Settlers, 1))
+	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
+		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	neturl "net/url"
 	"strings"
 	"time"
 
@@ -298,32 +296,4 @@ func publishErr(j *Job, err error) error {
 // CancelClientGone (core NATS: a worker that does not hold the job ignores it).
 func CancelJob(nc *nats.Conn, id, reason string) error {
 	return nc.Publish(cancelPrefix+id, []byte(reason))
-}
-
-// Connect dials NATS with endless reconnects, logging connection changes.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond),
-		nats.RetryOnFailedConnect(false), nats.Timeout(5*time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }))
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(url), err)
-	}
-	return nc, nil
-}
-
-// redactURLs is a comma-separated list of NATS URLs with their passwords (and tokens)
-// masked, for error messages and logs.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
-			if _, hasPass := u.User.Password(); !hasPass { // a token alone
-				u.User = neturl.User("xxxxx")
-				parts[i] = u.String()
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 
+	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/providers"
 )
 
@@ -259,9 +259,15 @@ type Mux struct {
 	recon   chan struct{} // closed at the next reconnect
 }
 
+// tokenBytes is the randomness of a reply prefix and of a waiter's token, from crypto/rand:
+// 128 bits each, so that knowing any number of other subjects (or job ids) does not help
+// to guess one. (nuid, NATS's own inbox ids, is a fast sequence: one process's ids share a
+// prefix and count up.)
+const tokenBytes = 16
+
 // NewMux subscribes to this process's reply subjects. Call Close when done.
 func NewMux(nc *nats.Conn) (*Mux, error) {
-	m := &Mux{prefix: replyPrefix + nuid.Next() + ".", waiters: map[string]*Waiter{}, recon: make(chan struct{})}
+	m := &Mux{prefix: replyPrefix + ids.Random(tokenBytes) + ".", waiters: map[string]*Waiter{}, recon: make(chan struct{})}
 	sub, err := nc.Subscribe(m.prefix+"*", m.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to replies: %w", err)
@@ -319,7 +325,7 @@ func (w *Waiter) Done() {
 
 // Wait registers a waiter with a fresh reply subject whose channel holds buf messages.
 func (m *Mux) Wait(buf int) *Waiter {
-	tok := nuid.Next()
+	tok := ids.Random(tokenBytes) // Crockford base32: never '.', '*' or '>'
 	w := &Waiter{Subject: m.prefix + tok, c: make(chan *nats.Msg, buf), lost: make(chan struct{}), tok: tok, m: m}
 	m.mu.Lock()
 	m.waiters[tok] = w

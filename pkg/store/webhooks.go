@@ -36,16 +36,71 @@ type deliveryRow struct {
 	SealedSecret    []byte
 }
 
-// ClaimDeliveries claims up to limit deliveries that are due, oldest due first, counts an
-// attempt on each and pushes its next attempt lease into the future. It is one statement
-// with FOR UPDATE SKIP LOCKED, so concurrent dispatchers (in this process or others) never
-// claim the same attempt; a dispatcher that dies mid-attempt loses its claims when the lease
-// runs out. It fails if a key's webhook secret cannot be opened (a wrong encryption key).
-func (s *Store) ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]Delivery, error) {
-	rows, err := s.pool.Query(ctx, `WITH due AS (
-			SELECT job_id FROM webhook_deliveries
-			WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
-			ORDER BY next_attempt_at LIMIT $1
+// DeliveryClaim says which due deliveries ClaimDeliveries may take.
+type DeliveryClaim struct {
+	Limit int           // deliveries at most
+	Lease time.Duration // how long each claimed delivery stays hidden from other claims
+	// PerKey caps one key's deliveries in flight, those in Busy included; 0 for no cap.
+	PerKey int
+	// Busy is how many deliveries of each key the caller already has in flight.
+	Busy map[string]int
+}
+
+// ClaimDeliveries claims up to c.Limit due deliveries, counts an attempt on each and pushes
+// its next attempt a lease into the future. It is fair by key: it takes each key's oldest due
+// delivery before any key's second (round robin, the keys in order of their oldest due
+// delivery), and never more of one key than c.PerKey less what c.Busy says is in flight, so
+// one key's backlog (a dead endpoint) cannot take every sender. Rows are locked with
+// FOR UPDATE SKIP LOCKED, so concurrent dispatchers (in this process or others) never claim
+// the same attempt; a delivery another claim holds at that moment is passed over for the
+// next, not waited for. A dispatcher that dies mid-attempt loses its claims when the lease runs out. It fails
+// if a key's webhook secret cannot be opened (a wrong encryption key).
+func (s *Store) ClaimDeliveries(ctx context.Context, c DeliveryClaim) ([]Delivery, error) {
+	if c.Limit <= 0 {
+		return nil, nil
+	}
+	perKey := c.PerKey
+	if perKey <= 0 || perKey > c.Limit {
+		perKey = c.Limit
+	}
+	busyKeys := make([]string, 0, len(c.Busy))
+	busyN := make([]int32, 0, len(c.Busy))
+	for k, n := range c.Busy {
+		if n > 0 {
+			busyKeys, busyN = append(busyKeys, k), append(busyN, int32(min(n, perKey))) //nolint:gosec // at most perKey
+		}
+	}
+	rows, err := s.pool.Query(ctx, `WITH RECURSIVE keys AS (
+			-- The keys with pending deliveries, one index probe each (a loose index scan).
+			(SELECT key_id FROM webhook_deliveries
+			 WHERE delivered_at IS NULL AND gave_up_at IS NULL ORDER BY key_id LIMIT 1)
+			UNION ALL
+			SELECT (SELECT d.key_id FROM webhook_deliveries d
+			        WHERE d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.key_id > keys.key_id
+			        ORDER BY d.key_id LIMIT 1)
+			FROM keys WHERE keys.key_id IS NOT NULL),
+		busy AS (SELECT * FROM unnest($4::text[], $5::int[]) AS b(key_id, n)),
+		cand AS (
+			SELECT c.job_id, c.next_attempt_at,
+				row_number() OVER (PARTITION BY k.key_id ORDER BY c.next_attempt_at, c.job_id) AS rn
+			FROM keys k CROSS JOIN LATERAL (
+				SELECT d.job_id, d.next_attempt_at FROM webhook_deliveries d
+				WHERE d.key_id = k.key_id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL
+					AND d.next_attempt_at <= now()
+				ORDER BY d.next_attempt_at
+				LIMIT GREATEST($3 - COALESCE((SELECT n FROM busy WHERE busy.key_id = k.key_id), 0), 0)) c
+			WHERE k.key_id IS NOT NULL),
+		ranked AS (SELECT array_agg(job_id ORDER BY rn, next_attempt_at, job_id) AS ids FROM cand),
+		due AS (
+			-- Locked in that order until there are enough: one locked by another claim is
+			-- passed over for the next, and each is re-checked (another claim may have just
+			-- taken it). Looked up by primary key: a join would let the planner, which
+			-- cannot tell how few candidates there are, scan the whole table.
+			SELECT d.job_id FROM webhook_deliveries d
+			WHERE d.job_id = ANY ((SELECT ids FROM ranked)::text[])
+				AND d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
+			ORDER BY array_position((SELECT ids FROM ranked), d.job_id)
+			LIMIT $1
 			FOR UPDATE SKIP LOCKED),
 		claimed AS (
 			UPDATE webhook_deliveries d SET attempts = d.attempts + 1,
@@ -56,7 +111,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, limit int, lease time.Durat
 		SELECT `+jobColumns+`, c.w_url, c.w_attempts, c.w_created_at,
 			(SELECT k.webhook_secret FROM api_keys k WHERE k.id = c.w_key_id)
 		FROM claimed c JOIN jobs ON jobs.id = c.w_job_id
-		ORDER BY c.w_created_at`, limit, lease.Seconds())
+		ORDER BY c.w_created_at`, c.Limit, c.Lease.Seconds(), perKey, busyKeys, busyN)
 	if err != nil {
 		return nil, fmt.Errorf("claim webhook deliveries: %w", err)
 	}

@@ -156,7 +156,7 @@ func TestClaimDeliveriesConcurrentClaimersNeverShare(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for {
-				got, err := db.Store.ClaimDeliveries(t.Context(), 3, time.Hour)
+				got, err := db.Store.ClaimDeliveries(t.Context(), store.DeliveryClaim{Limit: 3, Lease: time.Hour})
 				if err != nil {
 					t.Errorf("ClaimDeliveries: %v", err)
 					return
@@ -186,7 +186,7 @@ func TestClaimDeliveriesConcurrentClaimersNeverShare(t *testing.T) {
 	if len(seen) != len(want) {
 		t.Errorf("claimed %d deliveries, want %d", len(seen), len(want))
 	}
-	if got, err := db.Store.ClaimDeliveries(t.Context(), 100, time.Hour); err != nil || len(got) != 0 {
+	if got, err := db.Store.ClaimDeliveries(t.Context(), store.DeliveryClaim{Limit: 100, Lease: time.Hour}); err != nil || len(got) != 0 {
 		t.Errorf("claim within the lease = %d deliveries (err %v), want none", len(got), err)
 	}
 }
@@ -202,7 +202,7 @@ func TestDeliveryLeaseRetryAndDelivered(t *testing.T) {
 	}
 	claim := func(wantN int) []store.Delivery {
 		t.Helper()
-		got, err := db.Store.ClaimDeliveries(ctx, 10, time.Hour)
+		got, err := db.Store.ClaimDeliveries(ctx, store.DeliveryClaim{Limit: 10, Lease: time.Hour})
 		if err != nil || len(got) != wantN {
 			t.Fatalf("ClaimDeliveries = %d deliveries (err %v), want %d", len(got), err, wantN)
 		}
@@ -261,7 +261,7 @@ func TestDeliveryGiveUp(t *testing.T) {
 	for id := range finishedWithWebhook(t, db.Store, k.ID, 1) {
 		jobID = id
 	}
-	got, err := db.Store.ClaimDeliveries(ctx, 1, time.Hour)
+	got, err := db.Store.ClaimDeliveries(ctx, store.DeliveryClaim{Limit: 1, Lease: time.Hour})
 	if err != nil || len(got) != 1 {
 		t.Fatalf("ClaimDeliveries = %d, %v; want 1", len(got), err)
 	}
@@ -278,7 +278,7 @@ func TestDeliveryGiveUp(t *testing.T) {
 	if _, err := db.Pool.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = now() WHERE job_id = $1`, jobID); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := db.Store.ClaimDeliveries(ctx, 10, time.Hour); err != nil || len(got) != 0 {
+	if got, err := db.Store.ClaimDeliveries(ctx, store.DeliveryClaim{Limit: 10, Lease: time.Hour}); err != nil || len(got) != 0 {
 		t.Errorf("claim after give-up = %d (err %v), want none", len(got), err)
 	}
 }
@@ -294,5 +294,44 @@ func TestRetentionRemovesDeliveries(t *testing.T) {
 	var n int
 	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_deliveries`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("deliveries left = %d (err %v), want 0", n, err)
+	}
+}
+
+// TestClaimDeliveriesFairByKey_Issue9_9: a claim takes every key's oldest due delivery
+// before any key's second, and never more of one key than the cap less what the caller
+// already has in flight, however many of that key's deliveries are older.
+func TestClaimDeliveriesFairByKey_Issue9_9(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	a, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	b, _ := newKey(t, db.Store, store.KeyParams{Name: "b"})
+	c, _ := newKey(t, db.Store, store.KeyParams{Name: "c"})
+	finishedWithWebhook(t, db.Store, a.ID, 10) // a's backlog is the oldest
+	finishedWithWebhook(t, db.Store, b.ID, 3)
+	finishedWithWebhook(t, db.Store, c.ID, 1)
+	claim := func(cl store.DeliveryClaim) map[string]int {
+		t.Helper()
+		cl.Lease = time.Hour
+		got, err := db.Store.ClaimDeliveries(t.Context(), cl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, d := range got {
+			n[d.Job.KeyID]++
+		}
+		return n
+	}
+	if got := claim(store.DeliveryClaim{Limit: 4, PerKey: 2}); got[a.ID] != 2 || got[b.ID] != 1 || got[c.ID] != 1 {
+		t.Errorf("first claim of 4 took a:%d b:%d c:%d, want 2, 1, 1 (one of each key, then a's second)",
+			got[a.ID], got[b.ID], got[c.ID])
+	}
+	// a has its 2 in flight: it gets nothing more, b gets up to its cap.
+	if got := claim(store.DeliveryClaim{Limit: 8, PerKey: 2, Busy: map[string]int{a.ID: 2, b.ID: 1}}); got[a.ID] != 0 || got[b.ID] != 1 || len(got) != 1 {
+		t.Errorf("claim with a at its cap took %v, want b's one more (b has 1 of 2 in flight)", got)
+	}
+	// Without a cap, one claim is still round robin: 2 of a, b's last one.
+	if got := claim(store.DeliveryClaim{Limit: 3}); got[a.ID] != 2 || got[b.ID] != 1 {
+		t.Errorf("uncapped claim of 3 took %v, want 2 of a and b's last", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,7 +30,7 @@ import (
 
 // DeliveryStore is what the webhook dispatcher needs from Postgres.
 type DeliveryStore interface {
-	ClaimDeliveries(ctx context.Context, limit int, lease time.Duration) ([]store.Delivery, error)
+	ClaimDeliveries(ctx context.Context, c store.DeliveryClaim) ([]store.Delivery, error)
 	MarkDelivered(ctx context.Context, jobID string, status int) error
 	MarkFailed(ctx context.Context, jobID string, attempt, status int, errText string, next time.Time) error
 	GiveUp(ctx context.Context, jobID string, attempt, status int, errText string) error
@@ -37,7 +38,12 @@ type DeliveryStore interface {
 
 // DispatcherConfig tunes a Dispatcher. Zero fields take the defaults noted.
 type DispatcherConfig struct {
-	Concurrency    int           // attempts in flight in this process (8)
+	Concurrency int // attempts in flight in this process (8)
+	// PerKey caps one API key's attempts in flight in this process (2), so that one
+	// tenant's slow or dead endpoint holds at most this many senders and the others keep
+	// delivering; Concurrency or more means no cap. Deliveries are also claimed round robin
+	// by key (store.ClaimDeliveries).
+	PerKey         int
 	PollInterval   time.Duration // how often to look for due deliveries when no job ends (1s)
 	RetryBase      time.Duration // wait after the first failed attempt, doubled each time, with jitter (10s)
 	RetryMax       time.Duration // cap on one wait (1h)
@@ -57,6 +63,7 @@ const recordTimeout = 5 * time.Second
 
 func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	c.Concurrency = cmp.Or(c.Concurrency, 8)
+	c.PerKey = min(cmp.Or(c.PerKey, 2), c.Concurrency)
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
 	c.RetryBase = cmp.Or(c.RetryBase, 10*time.Second)
 	c.RetryMax = cmp.Or(c.RetryMax, time.Hour)
@@ -106,17 +113,20 @@ func NewDispatcher(cfg DispatcherConfig, st DeliveryStore, nc *nats.Conn, log *s
 // Run delivers webhooks until ctx is done, then lets attempts in flight finish (each is
 // bounded by AttemptTimeout) and returns once every goroutine it started has exited. It runs
 // Concurrency sender goroutines and never claims more deliveries than there are idle
-// senders. It looks for due deliveries whenever a job ends (one subscription to done events)
-// and every PollInterval; if it cannot subscribe, it logs that and relies on polling.
+// senders, nor more of one key than PerKey less what that key has in flight. It looks for
+// due deliveries whenever a job ends (one subscription to done events), whenever an attempt
+// ends (a key at its cap may go on), and every PollInterval; if it cannot subscribe, it logs that
+// and relies on the rest.
 func (d *Dispatcher) Run(ctx context.Context) {
 	wake := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case wake <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
 	if d.nc != nil {
-		sub, err := d.nc.Subscribe(jobs.DonePrefix+"*", func(*nats.Msg) {
-			select {
-			case wake <- struct{}{}:
-			default: // a wake-up is already pending
-			}
-		})
+		sub, err := d.nc.Subscribe(jobs.DonePrefix+"*", func(*nats.Msg) { poke() })
 		if err != nil {
 			d.log.ErrorContext(ctx, "subscribe to done events; webhooks wait for the next poll", "err", err)
 		} else {
@@ -130,12 +140,17 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	sendCtx := context.WithoutCancel(ctx)
 	work := make(chan store.Delivery)
 	free := slots.New(d.cfg.Concurrency) // one token per idle sender
+	busy := newKeyCounts()               // attempts in flight per key
 	var senders sync.WaitGroup
 	for range d.cfg.Concurrency {
 		senders.Go(func() {
 			for del := range work {
 				d.deliver(sendCtx, del)
+				busy.done(del.Job.KeyID)
 				free.Put(1)
+				// The last claim may have left this key's other due deliveries for its cap:
+				// they may go now. (Wake-ups coalesce: at most one claim is pending.)
+				poke()
 			}
 		})
 	}
@@ -145,11 +160,13 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	defer tick.Stop()
 	for free.Take(ctx) {
 		k := 1 + free.TakeIdle()
-		dels, err := d.st.ClaimDeliveries(ctx, k, d.cfg.Lease)
+		dels, err := d.st.ClaimDeliveries(ctx, store.DeliveryClaim{Limit: k, Lease: d.cfg.Lease, PerKey: d.cfg.PerKey,
+			Busy: busy.snapshot()})
 		if err != nil && ctx.Err() == nil {
 			d.log.WarnContext(ctx, "claim webhook deliveries", "err", err)
 		}
 		for _, del := range dels {
+			busy.start(del.Job.KeyID)
 			work <- del // k senders are idle, or about to be
 		}
 		free.Put(k - len(dels))
@@ -166,6 +183,38 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// keyCounts counts attempts in flight per key, shared by the claim loop and the senders.
+type keyCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func newKeyCounts() *keyCounts { return &keyCounts{n: map[string]int{}} }
+
+func (c *keyCounts) start(key string) {
+	c.mu.Lock()
+	c.n[key]++
+	c.mu.Unlock()
+}
+
+// done counts one attempt of key finished.
+func (c *keyCounts) done(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[key] <= 1 {
+		delete(c.n, key) // the map holds only keys in flight: at most Concurrency entries
+		return
+	}
+	c.n[key]--
+}
+
+// snapshot copies the counts, for a claim.
+func (c *keyCounts) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
 }
 
 // deliver makes one attempt and records its result. It never logs the body or the secret.

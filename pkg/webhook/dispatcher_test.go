@@ -72,7 +72,8 @@ func (f *fakeDeliveries) signal() {
 	}
 }
 
-func (f *fakeDeliveries) ClaimDeliveries(_ context.Context, limit int, lease time.Duration) ([]store.Delivery, error) {
+func (f *fakeDeliveries) ClaimDeliveries(_ context.Context, c store.DeliveryClaim) ([]store.Delivery, error) {
+	limit, lease := c.Limit, c.Lease
 	defer f.signal()
 	f.mu.Lock()
 	defer f.mu.Unlock()
