@@ -437,6 +437,20 @@ func TestResponsesRefusedEndToEnd_Issue11(t *testing.T) {
 			t.Errorf("%v: %d %s, want %d naming %q", tt.body, resp.StatusCode, b, tt.status, tt.words)
 		}
 	}
+	// Limits and budgets hold as for every job.
+	limited := s.newKey(map[string]any{"name": "rpm", "rpm": 1})
+	body := map[string]any{"model": "claude-x", "input": []map[string]any{{"role": "user", "content": "hi"}},
+		"tools": search}
+	if resp, b := s.do(http.MethodPost, "/v1/responses", limited.Key, body); resp.StatusCode != 400 {
+		t.Errorf("first call of an rpm=1 key = %d %s, want the 400 of its built-in tool", resp.StatusCode, b)
+	}
+	if resp, b := s.do(http.MethodPost, "/v1/responses", limited.Key, body); resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("second call of an rpm=1 key = %d %s, want 429 with Retry-After", resp.StatusCode, b)
+	}
+	broke := s.newKey(map[string]any{"name": "broke", "budget_usd": 0})
+	if resp, b := s.do(http.MethodPost, "/v1/responses", broke.Key, body); resp.StatusCode != 429 || !strings.Contains(string(b), "insufficient_quota") {
+		t.Errorf("a spent key = %d %s, want 429 insufficient_quota", resp.StatusCode, b)
+	}
 	if n := chatUp.Stats().Requests; len(n) != 0 {
 		t.Errorf("the translated channel's upstream was called: %v", n)
 	}
