@@ -60,20 +60,28 @@ type responsesInput []responsesItem
 
 // UnmarshalJSON accepts a string or an array of items.
 func (in *responsesInput) UnmarshalJSON(b []byte) error {
+	return stringOrArray(b, (*[]responsesItem)(in), func(s string) responsesItem {
+		return responsesItem{Type: "message", Role: "user", Content: responsesContent{{Type: "input_text", Text: s}}}
+	}, "input must be a string or an array of items")
+}
+
+// stringOrArray decodes b, a JSON array or a string (which one turns into the one
+// element), into *out; anything else is an error saying want.
+func stringOrArray[T any](b []byte, out *[]T, one func(string) T, want string) error {
 	b = bytes.TrimSpace(b)
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
-		*in = responsesInput{{Type: "message", Role: "user", Content: responsesContent{{Type: "input_text", Text: s}}}}
+		*out = []T{one(s)}
 		return nil
 	}
-	var items []responsesItem
+	var items []T
 	if err := json.Unmarshal(b, &items); err != nil {
-		return errors.New("input must be a string or an array of items")
+		return errors.New(want)
 	}
-	*in = items
+	*out = items
 	return nil
 }
 
@@ -99,21 +107,9 @@ type responsesContent []responsesPart
 
 // UnmarshalJSON accepts a string or an array of parts.
 func (c *responsesContent) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*c = responsesContent{{Type: "input_text", Text: s}}
-		return nil
-	}
-	var parts []responsesPart
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return errors.New("content must be a string or an array of content parts")
-	}
-	*c = parts
-	return nil
+	return stringOrArray(b, (*[]responsesPart)(c), func(s string) responsesPart {
+		return responsesPart{Type: "input_text", Text: s}
+	}, "content must be a string or an array of content parts")
 }
 
 // responsesPart is one content part: input_text, output_text, refusal, input_image or
