@@ -24,7 +24,7 @@ type Config struct {
 	MaxResponseBytes int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
 	UpstreamH2C      bool          `env:"UPSTREAM_H2C" envDefault:"false"`
 	// ResponsesHosts are the hosts ("host" or "host:port") whose OpenAI-compatible API has
-	// /v1/responses: an openai channel there passes Responses calls through.
+	// /v1/responses: an openai channel there passes Responses calls through. "none": no host.
 	ResponsesHosts []string `env:"UPSTREAM_RESPONSES_HOSTS" envDefault:"api.openai.com"`
 	// ResponsesRecapBytes caps the text a translated Responses stream repeats in its
 	// closing events (held until the stream ends).
@@ -69,7 +69,7 @@ func (c *Config) Validate() error {
 	check(c.MaxResponseBytes >= 1<<20, "UPSTREAM_MAX_RESPONSE_BYTES=%d: want at least 1048576", c.MaxResponseBytes)
 	check(c.ResponsesRecapBytes >= 1024 && c.ResponsesRecapBytes <= 1<<30,
 		"RESPONSES_RECAP_MAX_BYTES=%d: want 1024..1073741824", c.ResponsesRecapBytes)
-	for _, h := range c.ResponsesHosts {
+	for _, h := range c.nativeResponsesHosts() {
 		check(validHost(h), "UPSTREAM_RESPONSES_HOSTS: %q is not a host or host:port", h)
 	}
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)
@@ -100,4 +100,13 @@ func validHost(h string) bool {
 		return host != "" && err == nil && n >= 1 && n <= 65535
 	}
 	return !strings.Contains(h, ":") || net.ParseIP(strings.Trim(h, "[]")) != nil
+}
+
+// nativeResponsesHosts is ResponsesHosts, with "none" for no host (an empty variable means
+// the default).
+func (c *Config) nativeResponsesHosts() []string {
+	if len(c.ResponsesHosts) == 1 && strings.EqualFold(strings.TrimSpace(c.ResponsesHosts[0]), "none") {
+		return nil
+	}
+	return c.ResponsesHosts
 }
