@@ -172,6 +172,7 @@ func (s *stack) startSluice(ctx context.Context, workerConc int) error {
 	}
 	env := s.env()
 	env["INGRESS_ADDR"], env["SLUICE_ADMIN_TOKEN"] = s.ingAddr, s.admin
+	env["INGRESS_MAX_CONNS_PER_IP"] = "0" // every client of the load is on this one address
 	if s.cfg.pprof {
 		env["PPROF_ADDR"] = "127.0.0.1:6061"
 	}

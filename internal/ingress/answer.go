@@ -26,6 +26,9 @@ type answer struct {
 	// wroteHeader is set once the SSE headers and a first event are written: from then on
 	// only an error event can end the response if anything goes wrong.
 	wroteHeader bool
+	// broken is set when writing an event failed: the client stopped reading (its write
+	// deadline passed, see guardWrites) or left.
+	broken bool
 	// resp follows a Responses stream, which ends in response.failed rather than an error.
 	resp *responsesStream
 }
@@ -52,6 +55,10 @@ func (a *answer) step(st jobs.Step) bool {
 	switch st.Kind {
 	case jobs.StepEvent:
 		a.event(st.Event, st.Data)
+		if a.broken { // nobody reads the rest: abort the job as when the caller leaves
+			a.s.clientGone(a.r, a.job)
+			return true
+		}
 	case jobs.StepBroken:
 		a.fail(st.Err)
 		// The ingress ends the stream itself (the caller read too slowly, or the worker
@@ -98,10 +105,15 @@ func (a *answer) event(name string, data []byte) {
 	buf.WriteString("data: ")
 	buf.Write(data)
 	buf.WriteString("\n\n")
-	_, _ = a.w.Write(buf.Bytes())
-	_ = http.NewResponseController(a.w).Flush()
 	if a.resp != nil {
 		a.resp.observe(data)
+	}
+	if _, err := a.w.Write(buf.Bytes()); err != nil {
+		a.broken = true
+		return
+	}
+	if err := http.NewResponseController(a.w).Flush(); err != nil {
+		a.broken = true
 	}
 }
 

@@ -262,31 +262,39 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		defer stop()
 		woke = ch
 	}
+	// A read slot is held while the row is read and written, not during the wait.
+	release, err := s.takeRead(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer func() { release() }()
 	row, err := s.job(r.Context(), key.ID, id)
 	if err != nil {
 		s.writeJobError(w, r, id, err)
 		return
 	}
 	if wait > 0 && !row.Terminal() {
+		release()
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
 		case <-woke:
-			if row, err = s.job(r.Context(), key.ID, id); err != nil {
-				s.writeJobError(w, r, id, err)
-				return
-			}
 		case <-t.C:
-			if row, err = s.job(r.Context(), key.ID, id); err != nil {
-				s.writeJobError(w, r, id, err)
-				return
-			}
 		case <-r.Context().Done():
+			return
+		}
+		if release, err = s.takeRead(r.Context()); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if row, err = s.job(r.Context(), key.ID, id); err != nil {
+			s.writeJobError(w, r, id, err)
 			return
 		}
 	}
 	w.Header().Set("Sluice-Job-Id", row.ID)
-	writeJSON(w, http.StatusOK, jobObject(&row))
+	writeJob(w, &row)
 }
 
 func parseWait(v string) (time.Duration, error) {
@@ -344,6 +352,12 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badRequest("after", "'after' must be a job id."))
 		return
 	}
+	release, err := s.takeRead(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	rows, more, err := s.store.ListJobs(r.Context(), key.ID, status, after, limit)
 	if err != nil {
 		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/sluicehq/sluice/pkg/ids"
 )
@@ -37,8 +38,15 @@ func (l *shapeListener) Accept() (net.Conn, error) {
 
 type shapeConn struct{ net.Conn }
 
+// rawErrorWriteTimeout bounds the write of one of net/http's own error answers.
+const rawErrorWriteTimeout = 10 * time.Second
+
 func (c *shapeConn) Write(b []byte) (int, error) {
 	if out, ok := shapeRawError(b); ok {
+		// Written between requests, where no handler set a write deadline (and the last
+		// one's may have passed): give it its own, so it neither fails at once nor blocks
+		// on a client that reads nothing.
+		_ = c.SetWriteDeadline(time.Now().Add(rawErrorWriteTimeout))
 		if _, err := c.Conn.Write(out); err != nil {
 			return 0, err
 		}

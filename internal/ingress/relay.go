@@ -190,16 +190,21 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 			a.fail(jobs.Timeout())
 			return
 		case <-r.Context().Done():
-			// The caller left: abort the upstream call (the worker records what it cost), and
-			// if no worker has taken the job yet, make sure none ever runs it.
-			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
-			defer cancel()
-			if err := s.store.AbandonJob(ctx, job.Row(0)); err != nil { // a sync call's prompt is not kept
-				s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
-			}
+			s.clientGone(r, job)
 			return
 		}
+	}
+}
+
+// clientGone ends a sync job whose caller left, or stopped reading until a write to it
+// failed: it aborts the upstream call (the worker records what it cost, a client_gone
+// cancel being charged), and if no worker has taken the job yet, makes sure none ever runs it.
+func (s *Server) clientGone(r *http.Request, job *jobs.Job) {
+	_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if err := s.store.AbandonJob(ctx, job.Row(0)); err != nil { // a sync call's prompt is not kept
+		s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -110,37 +109,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		maxBody: maxBody, done: done, queue: newQueuer(st, pub)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
-	h := http.NewServeMux()
-	h.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	h.Handle("/", s.Handler())
-	// HTTP/1, and with INGRESS_H2C also HTTP/2 without TLS for clients that ask for it by
-	// prior knowledge (a proxy in front that speaks h2c), with at most h2cStreams requests
-	// at once on one connection.
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(cfg.H2C)
-	srv := &http.Server{
-		Protocols:         protocols,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h2cStreams},
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second, // whole request incl. body; responses may stream far longer
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",
+		Help: "Client connections closed at accept because their address had INGRESS_MAX_CONNS_PER_IP open."})
+	reads := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_ingress_job_reads",
+		Help: "Job reads (GET /v1/jobs[/{id}]) in progress now."}, func() float64 { return float64(len(s.readSlots())) })
+	reg.MustRegister(refused, reads)
+	listeners, err := s.openListeners(opts.Listener, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), refused.Inc)
+	if err != nil {
+		return err
 	}
-	ln := opts.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-		}
-	}
-	ln = ShapeRawErrors(LimitListener(ln, cfg.MaxConns)) // net/http's own 4xx in the API's shape
 
 	var wg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(ctx)
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
-	// The queuers serve submissions until the HTTP server has drained (see the shutdown below).
+	// The queuers serve submissions until the HTTP server has drained (serveAll drains it first).
 	queueCtx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
 	for range queuers {
 		wg.Go(func() { s.queue.run(queueCtx) })
@@ -152,32 +134,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	})
 	defer func() { stopBG(); stopQueue(); wg.Wait() }()
 
-	errc := make(chan error, 1)
-	wg.Go(func() { errc <- srv.Serve(ln) })
-	log.InfoContext(ctx, "ingress listening", "addr", ln.Addr().String())
-	if opts.Ready != nil {
-		opts.Ready(ln.Addr().String())
-	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.InfoContext(ctx, "ingress shutting down", "grace", cfg.ShutdownGrace)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		_ = srv.Close() // grace over: cut what is left
-		// Close does not wait for handlers; their requests are cancelled now, so they end
-		// quickly. Wait for them (bounded) before the dependencies they use are closed.
-		for deadline := time.Now().Add(5 * time.Second); s.inFlight.Load() > 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	return s.serveAll(ctx, &wg, listeners, cfg.ShutdownGrace, opts.Ready)
 }
 
 // models serves GET /v1/models: the models this key may use.

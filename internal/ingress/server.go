@@ -45,6 +45,9 @@ type Server struct {
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
+	// reads holds a token per job read in progress (readSlots).
+	reads     chan struct{}
+	readsOnce sync.Once
 }
 
 type metrics struct {
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
 	return m
 }
 
-// Handler returns the HTTP API.
+// Handler returns the HTTP API of the public listener: /admin too, unless ADMIN_ADDR moves it.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
@@ -88,9 +91,11 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/jobs/{id}/cancel", s.cancelJob)
 	route("GET /healthz", s.healthz)
 	route("GET /readyz", s.readyz)
-	s.adminRoutes(route)
+	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)
+		s.adminRoutes(route)
+	}
 	mux.Handle("/", s.instrument("other", s.notFound))
-	return s.withRequestID(s.recoverPanics(mux))
+	return s.guardWrites(s.withRequestID(s.recoverPanics(mux)))
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
