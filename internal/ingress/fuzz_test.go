@@ -123,13 +123,15 @@ func fuzzHandler() http.Handler {
 // content type, Prefer: respond-async, parsing, and the POST /v1/jobs envelope — through
 // the real handler, and checks every answer is a well-formed 4xx error in the route's shape.
 func FuzzHandler(f *testing.F) {
-	routes := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/jobs"}
+	routes := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/jobs", "/v1/responses"}
 	for i, b := range fuzzBodies {
 		f.Add(uint8(i), "application/json", "", []byte(b))
 		f.Add(uint8(4), "application/json; charset=utf-8", "respond-async",
 			[]byte(`{"endpoint":"/v1/chat/completions","body":`+b+`,"metadata":{"a":"b"},"timeout_s":60}`))
 	}
 	f.Add(uint8(0), "text/plain", "", []byte(`{}`))
+	f.Add(uint8(5), "application/json", "", []byte(`{"model":"m","input":[{"role":"user","content":"x"}],"stream":true}`))
+	f.Add(uint8(5), "application/json", "respond-async", []byte(`{"model":"m","input":"x","previous_response_id":"resp_1"}`))
 	f.Add(uint8(1), "application/vnd.api+json", "wait, respond-async", []byte(`{"model":"m","prompt":"x","stream":true}`))
 	f.Fuzz(func(t *testing.T, route uint8, contentType, prefer string, body []byte) {
 		path := routes[int(route)%len(routes)]

@@ -84,7 +84,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	registry := providers.NewRegistry(
 		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cmp.Or(cfg.FirstByteTimeout, cfg.IdleTimeout),
 			IdleConnTimeout: cfg.IdleConnTimeout, H2C: cfg.UpstreamH2C},
-		providers.Limits{IdleTimeout: cfg.IdleTimeout, FirstByteTimeout: cfg.FirstByteTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
+		providers.Limits{IdleTimeout: cfg.IdleTimeout, FirstByteTimeout: cfg.FirstByteTimeout, MaxResponseBytes: cfg.MaxResponseBytes,
+			MaxRecapBytes: cfg.ResponsesRecapBytes},
+		providers.WithNativeResponses(cfg.nativeResponsesHosts()...))
 	defer registry.CloseIdle()
 	router := route.NewRouter(st, registry.Build, log)
 	if err := router.Refresh(ctx); err != nil {

@@ -19,6 +19,7 @@ const (
 	EndpointCompletions = "/v1/completions"
 	EndpointEmbeddings  = "/v1/embeddings"
 	EndpointMessages    = "/v1/messages"
+	EndpointResponses   = "/v1/responses"
 )
 
 // Job is the message a worker runs.

@@ -80,7 +80,10 @@ func (s *suite) request(c call) *providers.Request {
 		model += ":" + string(c.mode)
 	}
 	var body map[string]any
-	if s.endpoint == EndpointChat {
+	switch s.endpoint {
+	case EndpointResponses:
+		body = responsesBody(model, c)
+	case EndpointChat:
 		body = map[string]any{"model": model, "messages": []map[string]any{
 			{"role": "system", "content": systemText}, {"role": "user", "content": userText}}}
 		if c.usageChunk {
@@ -89,7 +92,7 @@ func (s *suite) request(c call) *providers.Request {
 		if c.maxTokens > 0 {
 			body["max_tokens"] = c.maxTokens
 		}
-	} else {
+	default:
 		body = map[string]any{"model": model, "system": systemText, "max_tokens": 1024,
 			"messages": []map[string]any{{"role": "user", "content": userText}}}
 		if c.maxTokens > 0 {
@@ -164,7 +167,7 @@ func (s *suite) ok(t *testing.T, c call, want string, cut bool) {
 	if a.usage != nil && *a.usage != billed {
 		t.Errorf("usage in the answer = %+v, want %+v", a.usage, billed)
 	}
-	if a.usage == nil && (!c.stream || s.endpoint == EndpointMessages || c.usageChunk) {
+	if a.usage == nil && (!c.stream || s.endpoint != EndpointChat || c.usageChunk) {
 		t.Errorf("the answer reports no usage")
 	}
 }
@@ -172,6 +175,10 @@ func (s *suite) ok(t *testing.T, c call, want string, cut bool) {
 // finish is the finish reason of a complete answer in the suite's API.
 func (s *suite) finish(cut bool) string {
 	switch {
+	case s.endpoint == EndpointResponses && cut:
+		return "incomplete"
+	case s.endpoint == EndpointResponses:
+		return "completed"
 	case s.endpoint == EndpointMessages && cut:
 		return "max_tokens"
 	case s.endpoint == EndpointMessages:

@@ -195,7 +195,7 @@ func (u *Upstream) Reset() {
 }
 
 // ServeHTTP answers GET /stats, POST /stats/reset, and POST to the provider
-// routes (chat/completions, completions, embeddings, messages), with or
+// routes (chat/completions, completions, embeddings, messages, responses), with or
 // without the /v1 prefix, in the mode chosen for the request. The request is
 // checked before a mode is chosen, so even fault modes answer 400 to a body
 // that is not valid for its route or an X-Fake-Mode that names no mode;
