@@ -70,6 +70,9 @@ type Upstream struct {
 	// Stats never shows a success without its tokens (or tokens without their success).
 	tallyMu sync.Mutex
 	tally   tally
+	// finishing counts answers whose last byte may have reached the client but which are
+	// not tallied yet; Stats waits for them, so a caller that has just read an answer sees it.
+	finishing int
 }
 
 // tally is what the successful answers add up to.
@@ -165,6 +168,11 @@ func (u *Upstream) ConnState(_ net.Conn, s http.ConnState) {
 // are consistent with each other: the tokens are those of exactly the Succeeded answers.
 func (u *Upstream) Stats() Stats {
 	u.tallyMu.Lock()
+	for deadline := time.Now().Add(2 * time.Second); u.finishing > 0 && time.Now().Before(deadline); {
+		u.tallyMu.Unlock()
+		time.Sleep(time.Millisecond)
+		u.tallyMu.Lock()
+	}
 	t := u.tally
 	u.tallyMu.Unlock()
 	s := Stats{
@@ -361,7 +369,23 @@ func (u *Upstream) deliver(w http.ResponseWriter, r *http.Request, rep reply, mo
 		out.tick = t.C
 	}
 	w.WriteHeader(http.StatusOK)
+	// From the last frame's write on, the client may hold the whole answer before it is
+	// tallied below: Stats waits for such answers (finishing).
+	finishing := false
+	defer func() {
+		if finishing {
+			u.tallyMu.Lock()
+			u.finishing--
+			u.tallyMu.Unlock()
+		}
+	}()
 	for i := range rep.n {
+		if i == rep.n-1 && i != cutAt {
+			u.tallyMu.Lock()
+			u.finishing++
+			u.tallyMu.Unlock()
+			finishing = true
+		}
 		f := rep.frame(i)
 		if i == cutAt {
 			if half {
@@ -383,10 +407,14 @@ func (u *Upstream) deliver(w http.ResponseWriter, r *http.Request, rep reply, mo
 		return
 	}
 	u.tallyMu.Lock()
+	defer u.tallyMu.Unlock()
+	if finishing {
+		u.finishing--
+		finishing = false
+	}
 	u.tally.succeeded++
 	u.tally.promptTokens += int64(rep.promptTokens)
 	u.tally.completionTokens += int64(rep.completionTokens)
-	u.tallyMu.Unlock()
 }
 
 // writer writes an answer, one byte per tick if tick is set.
