@@ -31,8 +31,11 @@ type Options struct {
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
 // gives in-flight requests ShutdownGrace, and closes NATS and Postgres last.
-// pubTimeout bounds the wait for a JetStream publish ack.
-const pubTimeout = 5 * time.Second
+// pubTimeout bounds a JetStream publish, its retries included: a try whose ack does not
+// come is repeated (same Nats-Msg-Id, so deduplicated) for up to this long, which covers a
+// cluster electing a new stream leader (Raft's election timeout is 4-9 s). Past it the caller
+// gets 503 with Retry-After.
+const pubTimeout = 10 * time.Second
 
 // h2cStreams caps concurrent requests on one h2c connection (INGRESS_H2C).
 const h2cStreams = 100
