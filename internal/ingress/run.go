@@ -106,6 +106,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
 	pub := jobs.NewPublisher(nc, js, pubTimeout)
+	pubAck := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_ingress_publish_ack_seconds",
+		Help:    "How long a job publish waited for JetStream's ack, retries during a leader election included, by result (ok, error).",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"result"})
+	reg.MustRegister(pubAck)
+	pubOK, pubErr := pubAck.WithLabelValues("ok"), pubAck.WithLabelValues("error")
+	pub.SetObserver(func(d time.Duration, err error) {
+		if err != nil {
+			pubErr.Observe(d.Seconds())
+			return
+		}
+		pubOK.Observe(d.Seconds())
+	})
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},

@@ -192,6 +192,17 @@ type Publisher struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	timeout time.Duration
+	observe func(d time.Duration, err error) // SetObserver's; nil: none
+}
+
+// SetObserver has fn called with how long each published job waited for its ack (retries
+// included) and the publish's error, for a latency metric. Call it before publishing.
+func (p *Publisher) SetObserver(fn func(d time.Duration, err error)) { p.observe = fn }
+
+func (p *Publisher) observed(began time.Time, err error) {
+	if p.observe != nil {
+		p.observe(time.Since(began), err)
+	}
 }
 
 // NewPublisher returns a Publisher; each publish waits at most timeout for its ack.
@@ -219,7 +230,9 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 	}
 	ctx, cancel := p.budget(ctx, j)
 	defer cancel()
+	began := time.Now()
 	ack, retried, err := publishRetry(ctx, p.js, msg, j.ID)
+	p.observed(began, err)
 	if err != nil {
 		return false, publishErr(j, err)
 	}
@@ -250,6 +263,12 @@ func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	began := time.Now()
+	defer func() {
+		for _, err := range errs {
+			p.observed(began, err)
+		}
+	}()
 	futures := make([]jetstream.PubAckFuture, len(js))
 	msgs := make([]*nats.Msg, len(js))
 	raw := make([]error, len(js)) // the unclassified error of a failed first try
