@@ -4,7 +4,7 @@ GO ?= go
 PKGS := ./...
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: help run test test-race test-short vet lint bench soak build db-reset up down clean
+.PHONY: help run test test-race test-short test-cluster helm-check vet lint bench soak build db-reset up down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,12 @@ test-race: test ## the same as test (which always runs with -race)
 
 test-short: ## every test without the race detector (faster)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-cluster: ## the cluster tests alone: a 3-node JetStream cluster, R3 streams, a stream leader and a worker killed under load (~1 min; make test runs them too)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -run '^TestCluster' -timeout 10m -v ./internal/e2e/
+
+helm-check: ## lint and render deploy/helm/sluice (default and production values) with the Helm Go module; strictly decode every object into k8s.io/api types
+	@cd deploy/helm/check && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . ../sluice
 
 vet: ## go vet
 	@$(GO) vet $(PKGS)

@@ -16,7 +16,7 @@ import (
 // test that reads the ledger right after an answer waits for this first.
 func (s *stack) settled() {
 	s.t.Helper()
-	nc := jobstest.Connect(s.t, s.nats.URL)
+	nc := jobstest.Connect(s.t, s.wcfg.NATSURL.Reveal())
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -160,6 +160,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		}
 	})
 	wg.Go(func() { disp.Run(bgCtx) })
+	gauges := newQueueGauges(reg)
+	wg.Go(func() { watchQueue(bgCtx, gauges, cons, ocons, queueWatchEvery, log) })
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ln) })
 	defer func() {

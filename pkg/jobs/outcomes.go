@@ -200,7 +200,11 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 }
 
 // Publish makes o durable on the outcomes stream. duplicate is true when an outcome of the
-// same job was published first (within the dedup window): that one stands, not o.
+// same job is already there (within the dedup window): that one stands, not o. A try whose
+// ack does not come (a leader election, a reconnect) is repeated with the same message id
+// within the timeout, so a duplicate may also be this call's own earlier try that was
+// stored but not acknowledged; either way an outcome of the job is recorded, and the caller
+// answers from it as from any recorded outcome.
 func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate bool, err error) {
 	data, err := EncodeOutcome(o)
 	if err != nil {
@@ -211,8 +215,8 @@ func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data},
-		jetstream.WithMsgID(o.JobID), jetstream.WithExpectStream(OutcomeStreamName))
+	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data}, o.JobID,
+		jetstream.WithExpectStream(OutcomeStreamName))
 	if err != nil {
 		return false, fmt.Errorf("publish outcome of %s: %w", o.JobID, err)
 	}
