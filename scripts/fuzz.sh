@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-5s}
-FUZZ_TARGETS=${FUZZ_TARGETS:-.}
+FUZZ_TARGETS=${FUZZ_TARGETS:-Fuzz.*}
 FUZZ_CACHE=${FUZZ_CACHE:-.dev/fuzz-cache}
 if [[ -z ${TEST_DATABASE_URL:-} ]]; then
 	TEST_DATABASE_URL="$(scripts/ensure-postgres.sh sluice_test)"
