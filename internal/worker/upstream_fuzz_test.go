@@ -51,6 +51,7 @@ var clientSees = regexp.MustCompile(`^(Upstream failed after 1 attempt\(s\): )?(
 // failingUpstreams starts one server per failure mode and returns their host:port; the
 // first (refused) is an address nothing listens on.
 func failingUpstreams(f *testing.F) []string {
+	f.Helper()
 	hijack := func(w http.ResponseWriter, then func(net.Conn)) {
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err != nil {
