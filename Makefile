@@ -4,7 +4,7 @@ GO ?= go
 PKGS := ./...
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: help run test test-race test-short test-cluster helm-check vet lint bench soak build db-reset up down clean
+.PHONY: help run test test-race test-short test-cluster helm-check fuzz vet lint bench soak build db-reset up down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -12,9 +12,10 @@ help: ## list the targets
 run: ## start the whole stack (Postgres, NATS, migrations, worker, ingress, fake model) in the foreground
 	@scripts/dev.sh
 
-test: ## vet, then every test with the race detector, against real Postgres and NATS it starts if needed
+test: ## vet, every test with the race detector (real Postgres and NATS, started if needed), then each fuzz target for FUZZTIME (5s)
 	@$(GO) vet $(PKGS)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@GO="$(GO)" FUZZTIME="$(or $(FUZZTIME),5s)" scripts/fuzz.sh
 
 test-race: test ## the same as test (which always runs with -race)
 
@@ -26,6 +27,9 @@ test-cluster: ## the cluster tests alone: a 3-node JetStream cluster, R3 streams
 
 helm-check: ## lint and render deploy/helm/sluice (default and production values) with the Helm Go module; strictly decode every object into k8s.io/api types
 	@cd deploy/helm/check && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . ../sluice
+
+fuzz: ## each fuzz target for FUZZTIME (60s); FUZZ_TARGETS='FuzzAPI|…' picks some (see scripts/fuzz.sh)
+	@GO="$(GO)" FUZZTIME="$(or $(FUZZTIME),60s)" scripts/fuzz.sh
 
 vet: ## go vet
 	@$(GO) vet $(PKGS)

@@ -225,7 +225,10 @@ func FuzzStreamAnswer(f *testing.F) {
 
 // FuzzAPI sends any method, path, query, headers and body to every route — the admin API
 // as well as /v1 — through the real handler on real Postgres and JetStream, and checks that
-// no input gets a 5xx and that every error is a well-formed API error with an X-Request-Id.
+// no input gets a 5xx and that every error is a well-formed API error with an X-Request-Id,
+// and the properties of issue 9 items 11 (bad Idempotency-Key or path id: a 4xx, never
+// retryable), 13 (no job with a webhook the SSRF guard refuses) and 14 (an unknown model
+// is 404 model_not_found, whatever the key's allowlist) in api_fuzz_test.go.
 // The seeds (testdata/fuzz/FuzzAPI) are the inputs of issue 17 (items 1-5) and issue 9
 // (items 11, 13, 14). header holds "Name: value" lines. The /v1 keys a seed may name
 // (testBlockedKey, testAllowKey) have rpm 0, so a request that passes validation ends in a
@@ -258,6 +261,9 @@ func FuzzAPI(f *testing.F) {
 		if res.StatusCode >= 500 {
 			t.Fatalf("%s %q = %d %s, want no 5xx", method, target, res.StatusCode, b)
 		}
+		a := decodeAnswer(res, b)
+		checkBadInput(t, req, a)              // issue 9 item 11
+		checkWebhookAccepted(t, req, body, a) // issue 9 item 13
 		if res.StatusCode < 400 {
 			return
 		}
@@ -277,5 +283,6 @@ func FuzzAPI(f *testing.F) {
 		if err := json.Unmarshal(b, &e); err != nil || e.Error.Type == "" || e.Error.Message == "" {
 			t.Fatalf("%s %q = %d: body %s is not an API error", method, target, res.StatusCode, b)
 		}
+		checkModelAnswer(t, hs, req, a) // issue 9 item 14
 	})
 }

@@ -58,8 +58,8 @@ func Limits() providers.Limits {
 //   - returns promptly, with the context's cause, when its deadline passes before the answer
 //     or it is canceled during one, and when emit fails;
 //   - puts no prompt text in errors, and releases every response: after each case every
-//     connection to the upstream closes once the server stops keeping it alive, and a run
-//     of answers and errors reuses one connection.
+//     connection to the upstream that carried a request closes once the server stops
+//     keeping it alive, and a run of answers and errors reuses one connection.
 //
 // Run the suite under a goroutine leak check (goleak.VerifyTestMain) to catch adapters
 // that leave goroutines behind.

@@ -26,8 +26,9 @@ type fixture struct {
 }
 
 // start serves a fresh Upstream and builds an adapter for it. Its cleanup checks that every
-// connection closes once the server stops keeping idle ones alive: one that stays open is
-// a response the adapter never released (or a handler still writing to it).
+// connection that carried a request closes once the server stops keeping idle ones alive:
+// one that stays open is a response the adapter never released (or a handler still writing
+// to it). See released for the connections it leaves to srv.Close.
 func (s *suite) start(t *testing.T, cfg Config) *fixture {
 	t.Helper()
 	cfg.RetryAfter = int(retryAfter / time.Second)
@@ -51,10 +52,18 @@ func (s *suite) start(t *testing.T, cfg Config) *fixture {
 	f := &fixture{u: u, srv: srv, p: s.newAdapter(srv.URL)}
 	t.Cleanup(func() {
 		srv.Config.SetKeepAlivesEnabled(false) // closes idle connections, and the rest when done
-		waitFor(t, "every upstream connection to close", func() bool { return u.Stats().OpenConns == 0 })
+		waitFor(t, "every upstream connection that carried a request to close", func() bool { return released(u.Stats()) })
 	})
 	return f
 }
+
+// released reports whether every upstream connection that carried a request has closed.
+// A connection that never carried one holds no response, and is no leak: the client's
+// transport dials one for a request whose deadline passes before the dial completes (the
+// hang cases' 100ms, on a busy machine), then keeps it idle in its pool. The server does not
+// close it on SetKeepAlivesEnabled(false) either (net/http takes a connection with no
+// request yet for idle only after 5 s), so waiting for it would fail; srv.Close closes it.
+func released(st Stats) bool { return st.OpenConns-st.UnusedConns == 0 }
 
 // waitFor polls cond until it holds, failing t after ten seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -62,9 +62,8 @@ type Upstream struct {
 	closeOnce sync.Once
 	seq       atomic.Int64 // numbers answer ids
 
-	requests   [len(modes)]atomic.Int64
-	openConns  atomic.Int64
-	totalConns atomic.Int64
+	requests [len(modes)]atomic.Int64
+	conns    connCounter
 
 	// The answers written in full and their usage change together, under one lock, so that
 	// Stats never shows a success without its tokens (or tokens without their success).
@@ -84,6 +83,11 @@ type Stats struct {
 	Requests map[Mode]int64 `json:"requests"`
 	// OpenConns is the number of TCP connections open now.
 	OpenConns int64 `json:"open_conns"`
+	// UnusedConns is how many of OpenConns have not carried a request yet: a client's
+	// transport dialled them and keeps them idle (one dialled for a request that was
+	// canceled before the dial completed stays in its pool). They hold no response, so
+	// they are no leak; OpenConns - UnusedConns is what a response left unreleased keeps open.
+	UnusedConns int64 `json:"unused_conns"`
 	// TotalConns is the number of TCP connections accepted.
 	TotalConns int64 `json:"total_conns"`
 	// PromptTokens sums the prompt usage of successful answers.
@@ -153,16 +157,9 @@ func (u *Upstream) Close() {
 	u.closeOnce.Do(func() { close(u.closed) })
 }
 
-// ConnState counts connections; set it as http.Server.ConnState.
-func (u *Upstream) ConnState(_ net.Conn, s http.ConnState) {
-	switch s {
-	case http.StateNew:
-		u.openConns.Add(1)
-		u.totalConns.Add(1)
-	case http.StateHijacked, http.StateClosed:
-		u.openConns.Add(-1)
-	}
-}
+// ConnState counts connections, and which have carried a request; set it as
+// http.Server.ConnState.
+func (u *Upstream) ConnState(c net.Conn, s http.ConnState) { u.conns.track(c, s) }
 
 // Stats returns a snapshot of the counters. Succeeded, PromptTokens and CompletionTokens
 // are consistent with each other: the tokens are those of exactly the Succeeded answers.
@@ -177,12 +174,11 @@ func (u *Upstream) Stats() Stats {
 	u.tallyMu.Unlock()
 	s := Stats{
 		Requests:         make(map[Mode]int64),
-		OpenConns:        u.openConns.Load(),
-		TotalConns:       u.totalConns.Load(),
 		PromptTokens:     t.promptTokens,
 		CompletionTokens: t.completionTokens,
 		Succeeded:        t.succeeded,
 	}
+	s.OpenConns, s.UnusedConns, s.TotalConns = u.conns.counts()
 	for i, m := range modes {
 		if n := u.requests[i].Load(); n > 0 {
 			s.Requests[m] = n
@@ -191,12 +187,13 @@ func (u *Upstream) Stats() Stats {
 	return s
 }
 
-// Reset zeroes the counters, except OpenConns, which tracks live connections.
+// Reset zeroes the counters, except OpenConns and UnusedConns, which track live
+// connections.
 func (u *Upstream) Reset() {
 	for i := range u.requests {
 		u.requests[i].Store(0)
 	}
-	u.totalConns.Store(0)
+	u.conns.resetTotal()
 	u.tallyMu.Lock()
 	u.tally = tally{}
 	u.tallyMu.Unlock()
