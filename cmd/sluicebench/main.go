@@ -10,7 +10,8 @@
 //
 // Sections: sync (non-stream chat completions: req/s, p50/p99, added latency), stream (time
 // to first chunk), async (POST /v1/jobs submissions/s and drain rate), slow (goroutines and
-// RSS per in-flight job against a 30 s upstream). It prints a markdown report on stdout,
+// RSS per in-flight job against a 30 s upstream), scale (sync load against 1, 2, 4 workers
+// and 1, 2 ingresses sharing the one NATS and Postgres; not run by default: make bench-scale). It prints a markdown report on stdout,
 // progress on stderr, and exits 1 if the stack could not be run (a missed target is not a
 // failure: it is reported).
 package main
@@ -68,9 +69,13 @@ type config struct {
 	h2c              bool
 	extraEnv         map[string]string // -sluice-env
 	timeout          time.Duration
+	scaleWorkers     []int // -workers
+	scaleIngresses   []int // -ingresses
+	scaleConc        []int // -scale-concurrency
 }
 
-var allSections = []string{"sync", "stream", "async", "slow"}
+// allSections: the first four run by default.
+var allSections = []string{"sync", "stream", "async", "slow", "scale"}
 
 func parseConfig(args []string, out io.Writer) (*config, error) {
 	c := &config{}
@@ -78,7 +83,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.SetOutput(out)
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time of each load point")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up before each load point (not measured)")
-	sections := fs.String("sections", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
+	sections := fs.String("sections", strings.Join(allSections[:4], ","), "sections to run: "+strings.Join(allSections, ","))
 	conc := fs.String("concurrency", "1,64,256", "client concurrency levels of the sync section")
 	streamConc := fs.String("stream-concurrency", "1,64", "client concurrency levels of the stream section")
 	fs.IntVar(&c.workerConc, "worker-concurrency", 256, "WORKER_CONCURRENCY for the sync, stream and async sections")
@@ -100,6 +105,9 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 		"and the fake upstream, and from the worker to upstreams (UPSTREAM_H2C=true), instead of HTTP/1.1")
 	extraEnv := fs.String("sluice-env", "", "extra settings for the ingress and worker, as KEY=VALUE,KEY=VALUE (e.g. GOGC=400)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve pprof from the ingress on 127.0.0.1:6061 and the worker on :6062")
+	workers := fs.String("workers", "1,2,4", "scale section: numbers of worker processes")
+	ingresses := fs.String("ingresses", "1,2", "scale section: numbers of ingress processes (clients spread over them)")
+	scaleConc := fs.String("scale-concurrency", "64", "scale section: client concurrency levels of every shape (c=1 is added on 1×1)")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -138,6 +146,22 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	}
 	if c.streamConc, err = parseInts(*streamConc); err != nil {
 		errs = append(errs, fmt.Errorf("-stream-concurrency: %w", err))
+	}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *[]int
+		max  int
+	}{{"-workers", *workers, &c.scaleWorkers, 16}, {"-ingresses", *ingresses, &c.scaleIngresses, 16},
+		{"-scale-concurrency", *scaleConc, &c.scaleConc, 4096}} {
+		v, err := parseInts(f.in)
+		if err == nil && slices.ContainsFunc(v, func(n int) bool { return n > f.max }) {
+			err = fmt.Errorf("%q: want at most %d", f.in, f.max)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+		}
+		*f.out = v
 	}
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -260,7 +284,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	first := cfg.workerConc
-	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] {
+	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] && !cfg.sections["scale"] {
 		first = cfg.slowJobs
 	}
 	if err := s.startSluice(ctx, first); err != nil {
@@ -293,6 +317,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			return fmt.Errorf("slow section: %w", err)
 		}
 		rep.Slow = &sl
+	}
+	if cfg.sections["scale"] && ctx.Err() == nil {
+		if rep.Scale, err = s.scaleSection(ctx); err != nil {
+			return fmt.Errorf("scale section: %w", err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("run cut short: %w", err)

@@ -25,6 +25,7 @@ type report struct {
 	Stream       []syncPoint  `json:"stream,omitempty"`
 	Async        *asyncResult `json:"async,omitempty"`
 	Slow         *slowResult  `json:"slow,omitempty"`
+	Scale        []scaleShape `json:"scale,omitempty"`
 	Targets      []target     `json:"targets"`
 	Finished     string       `json:"finished"`
 }
@@ -63,6 +64,11 @@ func (r *report) evaluate() {
 	}
 	if r.Async != nil {
 		others = append(others, r.Async.DrainCPU.Other)
+	}
+	for _, sh := range r.Scale {
+		for _, p := range sh.Points {
+			others = append(others, p.CPU.Other)
+		}
 	}
 	for _, o := range others {
 		r.OtherAvg += o / float64(len(others))
@@ -270,6 +276,7 @@ func (r *report) markdown(w io.Writer) {
 			fmt.Fprintf(w, "Sampling error at steady state: %s\n\n", sl.SampleError)
 		}
 	}
+	r.scaleMarkdown(w)
 	fmt.Fprintf(w, "### Targets\n\n")
 	var rows [][]string
 	for _, t := range r.Targets {
