@@ -277,6 +277,9 @@ func (r *report) markdown(w io.Writer) {
 		}
 	}
 	r.scaleMarkdown(w)
+	if !slices.ContainsFunc(r.Targets, func(t target) bool { return t.Met != nil }) {
+		return // none of the targeted sections ran (e.g. -sections scale)
+	}
 	fmt.Fprintf(w, "### Targets\n\n")
 	var rows [][]string
 	for _, t := range r.Targets {
