@@ -72,6 +72,7 @@ type config struct {
 	scaleWorkers     []int // -workers
 	scaleIngresses   []int // -ingresses
 	scaleConc        []int // -scale-concurrency
+	natsCluster      int   // -nats-cluster: servers; 1 is cmd/devnats alone
 }
 
 // allSections: the first four run by default.
@@ -108,6 +109,8 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	workers := fs.String("workers", "1,2,4", "scale section: numbers of worker processes")
 	ingresses := fs.String("ingresses", "1,2", "scale section: numbers of ingress processes (clients spread over them)")
 	scaleConc := fs.String("scale-concurrency", "64", "scale section: client concurrency levels of every shape (c=1 is added on 1×1)")
+	fs.IntVar(&c.natsCluster, "nats-cluster", 1, "NATS servers: 1 runs cmd/devnats; 3 or 5 run a JetStream cluster of nats-server "+
+		"processes (built from the module) with QUEUE_REPLICAS set to match")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -168,6 +171,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
+	check(c.natsCluster == 1 || c.natsCluster == 3 || c.natsCluster == 5, "-nats-cluster %d: want 1, 3 or 5", c.natsCluster)
 	check(c.duration >= 100*time.Millisecond, "-duration %s: want at least 100ms", c.duration)
 	check(c.warmup >= 0, "-warmup %s: want >= 0", c.warmup)
 	check(c.workerConc >= 1, "-worker-concurrency %d: want >= 1", c.workerConc)
@@ -236,7 +240,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		}
 	}
 	rep := &report{Config: reportConfig{Duration: cfg.duration.String(), Warmup: cfg.warmup.String(),
-		WorkerConcurrency: cfg.workerConc, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
+		WorkerConcurrency: cfg.workerConc, NATSServers: cfg.natsCluster, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
 		Go: runtime.Version(), LoadBefore: loadavg()}
 	wholeBusy, wholeSteal, wholeTotal, _ := systemCPU()

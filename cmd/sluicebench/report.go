@@ -34,6 +34,7 @@ type reportConfig struct {
 	Duration          string            `json:"duration"`
 	Warmup            string            `json:"warmup"`
 	WorkerConcurrency int               `json:"worker_concurrency"`
+	NATSServers       int               `json:"nats_servers"`
 	H2C               bool              `json:"h2c"`
 	ExtraEnv          map[string]string `json:"extra_env,omitempty"`
 	StreamChunks      int               `json:"stream_chunks"`
@@ -167,7 +168,7 @@ func (r *report) markdown(w io.Writer) {
 		{"memory / kernel", m.MemTotal + " / Linux " + m.Kernel},
 		{"Go", m.Go},
 		{"PostgreSQL", m.Postgres + " (" + m.PGSettings + ")"},
-		{"NATS", "nats-server " + m.NATS + " (cmd/devnats, JetStream file storage)"},
+		{"NATS", natsNote(m.NATS, r.Config.NATSServers)},
 		{"load average before / after", m.LoadBefore + " / " + m.LoadAfter},
 		{"machine CPU busy over the run", fmt.Sprintf("%.2f of %d cores (hypervisor steal %.2f)", r.MachineBusy, m.CPUs,
 			r.MachineSteal)},
@@ -346,4 +347,12 @@ func envNote(env map[string]string) string {
 		fmt.Fprintf(&b, "%s=%s; ", k, env[k])
 	}
 	return b.String()
+}
+
+func natsNote(version string, servers int) string {
+	if servers > 1 {
+		return fmt.Sprintf("nats-server %s, a JetStream cluster of %d processes, file storage, QUEUE_REPLICAS=%d", version,
+			servers, servers)
+	}
+	return "nats-server " + version + " (cmd/devnats, JetStream file storage)"
 }

@@ -51,6 +51,9 @@ func (f *fleet) stop() error {
 // of a role's processes are "role/n", folded into "role" by foldRoles.
 func (f *fleet) pids(s *stack) map[string]int {
 	m := map[string]int{"nats": s.nats.pid(), "fakeupstream": s.fast.pid()}
+	for i, p := range s.natsPeers {
+		m[fmt.Sprintf("nats/%d", i+2)] = p.pid()
+	}
 	for i, p := range f.ings {
 		m[fmt.Sprintf("ingress/%d", i+1)] = p.pid()
 	}
@@ -60,7 +63,7 @@ func (f *fleet) pids(s *stack) map[string]int {
 	return m
 }
 
-// foldRoles sums "role/n" entries into "role".
+// foldRoles sums "role/n" entries into "role" (cpuMeter.close does it for every meter).
 func foldRoles(c cpuShare) cpuShare {
 	out := map[string]float64{}
 	for k, v := range c.Cores {
@@ -180,7 +183,7 @@ func (s *stack) runShape(ctx context.Context, sh *scaleShape) (err error) {
 				}
 			}}
 		res := l.run(ctx)
-		pt := scalePoint{Concurrency: c, Result: res, CPU: foldRoles(share)}
+		pt := scalePoint{Concurrency: c, Result: res, CPU: share}
 		logf("scale %d×%d c=%d: %.0f req/s p50 %.3f ms p99 %.3f ms (errors %d); other %.2f cores", sh.Ingresses,
 			sh.Workers, c, res.Rate, res.Latency.P50, res.Latency.P99, res.Errors, pt.CPU.Other)
 		sh.Points = append(sh.Points, pt)
