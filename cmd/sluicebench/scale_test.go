@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,5 +73,19 @@ func TestLoadSpread_Issue13_5(t *testing.T) {
 		if hits[i].Load() == 0 {
 			t.Errorf("server %d got no request", i)
 		}
+	}
+}
+
+func TestNATSClusterFlag_Issue13_5(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig([]string{"-nats-cluster", "3"}, io.Discard)
+	if err != nil || c.natsCluster != 3 {
+		t.Fatalf("-nats-cluster 3: %v, %+v", err, c)
+	}
+	if _, err := parseConfig([]string{"-nats-cluster", "2"}, io.Discard); err == nil {
+		t.Error("-nats-cluster 2 accepted: an even cluster has no majority to spare")
+	}
+	if got := natsNote("v2.15.2", 3); !strings.Contains(got, "cluster of 3") || !strings.Contains(got, "QUEUE_REPLICAS=3") {
+		t.Errorf("natsNote = %q", got)
 	}
 }
