@@ -4,7 +4,7 @@ GO ?= go
 PKGS := ./...
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: help run test test-race test-short test-cluster helm-check fuzz vet lint bench soak build db-reset up down clean
+.PHONY: help run test test-race test-short test-cluster helm-check fuzz vet lint bench bench-scale soak build db-reset up down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: ## golangci-lint v2 with the import-direction rules of .golangci.yaml (ins
 
 bench: ## end-to-end benchmark, direct vs through Sluice (~4 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)
 	@$(GO) run ./cmd/sluicebench -go "$(GO)" $(BENCH_FLAGS)
+
+bench-scale: ## scaling figures: sync load on 1|2 ingresses × 1|2|4 workers sharing one NATS and one Postgres, CPU per request by process (~2 min; see BENCHMARKS.md)
+	@$(GO) run ./cmd/sluicebench -go "$(GO)" -sections scale -duration 5s -warmup 2s $(BENCH_FLAGS)
 
 soak: ## fault storm: 50,000 requests through real ingress, worker and faulty upstream; bounds and exact ledger (~3 min; see BENCHMARKS.md)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" SLUICE_SOAK_REQUESTS=50000 \
