@@ -47,20 +47,26 @@ log=$work/log
 failed=()
 began=$SECONDS
 echo "fuzz: ${#targets[@]} targets, ${FUZZTIME} each (corpus cache ${FUZZ_CACHE})"
-built=""
+# One instrumented test binary per package (-fuzz at build time adds the coverage
+# instrumentation), built in parallel up front: linking one for each target would cost more
+# than fuzzing it.
+bin() { echo "$work/${1//\//_}.test"; }
+declare -A building=()
+for dir in $(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | sort -u); do
+	"$GO" test -c -o "$(bin "$dir")" -fuzz '^Fuzz' "./$dir" >"$(bin "$dir").log" 2>&1 &
+	building[$dir]=$!
+done
+for dir in "${!building[@]}"; do
+	if ! wait "${building[$dir]}"; then
+		echo "fuzz: FAIL  cannot build ./$dir"
+		sed 's/^/    /' "$(bin "$dir").log"
+		failed+=("build ($dir)")
+	fi
+done
+echo "fuzz: built in $((SECONDS - began))s"
 for t in "${targets[@]}"; do
 	read -r dir name <<<"$t"
-	# One instrumented test binary per package (-fuzz at build time adds the coverage
-	# instrumentation); linking it again for each target would cost more than fuzzing.
-	bin="$work/${dir//\//_}.test"
-	if [[ $built != *" $dir "* ]]; then
-		if ! "$GO" test -c -o "$bin" -fuzz "^${name}\$" "./$dir" >"$log" 2>&1; then
-			echo "fuzz: FAIL  cannot build ./$dir" && sed 's/^/    /' "$log"
-			failed+=("build ($dir)")
-			continue
-		fi
-		built+=" $dir "
-	fi
+	[[ -x $(bin "$dir") ]] || continue
 	seeds="$dir/testdata/fuzz/$name"
 	before=$(ls -A "$seeds" 2>/dev/null || true)
 	start=$SECONDS
@@ -68,7 +74,7 @@ for t in "${targets[@]}"; do
 	# failing input written to, testdata/fuzz there. -test.fuzzminimizetime bounds the
 	# minimisation of each new input: with the slower targets (FuzzAPI,
 	# FuzzUpstreamErrorHidesURL) the default (60s) could take all of FUZZTIME.
-	if (cd "$dir" && "$bin" -test.paniconexit0 -test.timeout=30m -test.run='^$' -test.fuzz="^${name}\$" \
+	if (cd "$dir" && "$(bin "$dir")" -test.paniconexit0 -test.timeout=30m -test.run='^$' -test.fuzz="^${name}\$" \
 		-test.fuzztime="$FUZZTIME" -test.fuzzminimizetime=5s -test.fuzzcachedir="$FUZZ_CACHE/$dir") >"$log" 2>&1; then
 		printf 'fuzz: ok    %-28s %-22s %3ds  %s\n' "$name" "$dir" $((SECONDS - start)) \
 			"$(grep -oE 'execs: [0-9]+' "$log" | tail -1)"
