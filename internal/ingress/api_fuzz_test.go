@@ -89,8 +89,8 @@ func checkBadInput(t *testing.T, req *http.Request, a apiAnswer) {
 		return // no such route (or no body to read)
 	}
 	if id, ok := strings.CutPrefix(req.URL.Path, "/v1/jobs/"); ok && badPath {
-		if id, _, _ = strings.Cut(id, "/"); !cleanText(id) && (a.status != http.StatusNotFound || a.code != "job_not_found") {
-			t.Fatalf("%s %q = %d %q, want 404 job_not_found for an id that is not text", req.Method, req.RequestURI,
+		if id, _, _ = strings.Cut(id, "/"); !cleanText(id) && (a.status != http.StatusBadRequest || a.param != "id") {
+			t.Fatalf("%s %q = %d %q, want 400 naming the id for an id that is not text", req.Method, req.RequestURI,
 				a.status, a.code)
 		}
 	}
