@@ -26,8 +26,8 @@ const (
 	outcomePrefix       = "sluice.outcomes."
 )
 
-// EnsureOutcomeStream creates the outcomes stream or updates it to cfg (its MaxJobs,
-// MaxBytes, DedupWindow and Replicas, which both binaries share). It is idempotent.
+// EnsureOutcomeStream creates the outcomes stream or updates it to cfg (its MaxBytes,
+// DedupWindow and Replicas, which both binaries share). It is idempotent.
 func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Stream, error) {
 	cfg = cfg.WithDefaults()
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -39,7 +39,10 @@ func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueC
 		Retention:  jetstream.WorkQueuePolicy,
 		Storage:    jetstream.FileStorage,
 		Replicas:   cfg.Replicas,
-		MaxMsgs:    cfg.MaxJobs,
+		// No count cap: while Postgres is away outcomes pile up at the answer rate, and a full
+		// stream would send every answer back to waiting for Postgres. Bytes are capped by
+		// QUEUE_MAX_BYTES, if set, and by the server's JetStream storage.
+		MaxMsgs:    -1,
 		MaxBytes:   maxBytes(cfg.MaxBytes),
 		Discard:    jetstream.DiscardNew,
 		Duplicates: cfg.DedupWindow,
