@@ -47,7 +47,7 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
-  keys create -name N [-budget USD] [-models a,b] [-rpm N] [-max-concurrency N] [-expires RFC3339]
+  keys create -name N [-budget USD] [-models a,b] [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
   keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
   channels create -name N -provider openai|azure|anthropic|gemini|fake -base-url U [-api-key K]
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
@@ -183,6 +183,7 @@ func keyFlags(args []string) (map[string]any, error) {
 	models := fs.String("models", "", "")
 	rpm := fs.Int("rpm", 0, "")
 	conc := fs.Int("max-concurrency", 0, "")
+	tpm := fs.Int("tpm", 0, "")
 	expires := fs.String("expires", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{usage}
@@ -201,6 +202,8 @@ func keyFlags(args []string) (map[string]any, error) {
 			body["rpm"] = *rpm
 		case "max-concurrency":
 			body["max_concurrency"] = *conc
+		case "tpm":
+			body["tpm"] = *tpm
 		case "expires":
 			t, e := time.Parse(time.RFC3339, *expires)
 			if e != nil {

@@ -53,6 +53,7 @@ type keyFields struct {
 	RPM            nullable[int]      `json:"rpm" range:"1,2147483647"`
 	MaxConcurrency nullable[int]      `json:"max_concurrency" range:"1,2147483647"`
 	ExpiresAt      nullable[int64]    `json:"expires_at" range:"-62135596800,253402300799"`
+	TPM            nullable[int]      `json:"tpm" range:"1,2147483647"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -79,6 +80,9 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 	}
 	if f.MaxConcurrency.Set {
 		p.MaxConcurrency = f.MaxConcurrency.Value
+	}
+	if f.TPM.Set {
+		p.TPM = f.TPM.Value
 	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
@@ -109,7 +113,7 @@ func keyObject(k *store.Key) map[string]any {
 	}
 	return map[string]any{"id": k.ID, "object": "api_key", "name": k.Name, "key_hint": k.Hint,
 		"budget_usd": k.BudgetUSD, "spent_usd": k.SpentUSD, "models": k.Models, "rpm": k.RPM,
-		"max_concurrency": k.MaxConcurrency, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
+		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
 		"revoked_at": unix(k.RevokedAt)}
 }
 
@@ -166,7 +170,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := store.KeyParams{Name: k.Name, BudgetUSD: k.BudgetUSD, Models: k.Models, RPM: k.RPM,
-		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt}
+		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM}
 	if err := f.apply(&p); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -32,39 +32,6 @@ func (s *Server) admit(k *store.Key, model string) error {
 	return nil
 }
 
-// limit applies the key's rpm and max_concurrency limits to a new job (429
-// rate_limit_exceeded with Retry-After when over). A slot taken here is freed when the job's
-// row ends, or by the caller with store.ReleaseSlot if the job is never accepted.
-func (s *Server) limit(ctx context.Context, k *store.Key, jobID string, deadline time.Time) error {
-	if k.RPM != nil {
-		ok, wait, err := s.store.AllowRequest(ctx, k.ID, *k.RPM, time.Now())
-		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
-		}
-		if !ok {
-			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
-				fmt.Sprintf("Rate limit reached: this API key may make %d requests per minute.", *k.RPM))
-			e.RetryAfter = int(wait.Round(time.Second).Seconds())
-			return e
-		}
-	}
-	if k.MaxConcurrency != nil {
-		// The slot outlives the deadline as long as the worker may still be recording and
-		// the sweeper has not yet ended the job (its row's end frees the slot sooner).
-		ok, err := s.store.AcquireSlot(ctx, k.ID, jobID, *k.MaxConcurrency, deadline.Add(s.cfg.Queue().SlotHold()))
-		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
-		}
-		if !ok {
-			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
-				fmt.Sprintf("Concurrency limit reached: this API key may run %d jobs at once.", *k.MaxConcurrency))
-			e.RetryAfter = 1
-			return e
-		}
-	}
-	return nil
-}
-
 // relay serves a sync-style route: publish the job, wait for its answer, stream or whole.
 func (s *Server) relay(endpoint string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -120,7 +87,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: endpoint, Model: p.model, Body: p.body,
 		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout),
 		HoldsSlot: key.MaxConcurrency != nil}
-	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
+	if err := s.limit(r.Context(), w, key, job); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -48,6 +48,16 @@ type Server struct {
 	// reads holds a token per job read in progress (readSlots).
 	reads     chan struct{}
 	readsOnce sync.Once
+	// clock, if set, replaces time.Now for rate windows and budget periods (tests).
+	clock func() time.Time
+}
+
+// now is the time by s's clock.
+func (s *Server) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
 }
 
 type metrics struct {

@@ -26,7 +26,11 @@ type Key struct {
 	ExpiresAt      *time.Time `db:"expires_at"`
 	CreatedAt      time.Time  `db:"created_at"`
 	RevokedAt      *time.Time `db:"revoked_at"`
+	TPM            *int       `db:"tpm"`
 }
+
+// Rates are the key's own per-minute limits.
+func (k *Key) Rates() RateLimits { return RateLimits{RPM: k.RPM, TPM: k.TPM} }
 
 // Usable reports whether the key may be used at now: not revoked and not expired.
 func (k *Key) Usable(now time.Time) bool {
@@ -59,6 +63,7 @@ type KeyParams struct {
 	RPM            *int
 	MaxConcurrency *int
 	ExpiresAt      *time.Time
+	TPM            *int
 }
 
 // NewKeySecrets are returned once, when a key is created.
@@ -74,7 +79,7 @@ func HashKey(key string) []byte {
 }
 
 const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
-	expires_at, created_at, revoked_at`
+	expires_at, created_at, revoked_at, tpm`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in
 // the clear and cannot be read again.
@@ -84,10 +89,10 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 		WebhookSecret: secret.Secret("whsec_" + ids.Random(30)),
 	}
 	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys
-		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+keyColumns,
+		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+keyColumns,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
-		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt)
+		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM)
 	if err != nil {
 		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
@@ -126,8 +131,8 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 // there is no such key.
 func (s *Store) UpdateKey(ctx context.Context, id string, p KeyParams) (Key, error) {
 	return s.oneKey(ctx, `UPDATE api_keys SET name = $2, budget_usd = $3, models = $4, rpm = $5,
-		max_concurrency = $6, expires_at = $7 WHERE id = $1 RETURNING `+keyColumns,
-		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt)
+		max_concurrency = $6, expires_at = $7, tpm = $8 WHERE id = $1 RETURNING `+keyColumns,
+		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM)
 }
 
 // RevokeKey revokes a key (once; revoking again keeps the first time). It returns

@@ -150,9 +150,9 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-			$16::timestamptz[], $17::int[], $18::bool[], $20::text[])
+			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[])
 		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
-			request, created_at, deadline, attempt, holds_slot, upstream_model)),
+			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved)),
 	priced AS (
 		-- The upstream model's price, else the alias's, else the configured unpriced price.
 		SELECT input.*, CASE WHEN input.charge THEN
@@ -185,7 +185,19 @@ const finishSQL = `WITH input AS (
 		-- the same shard take their row locks in the same order and cannot deadlock.
 		INSERT INTO key_spend AS ks (key_id, shard, spent_usd)
 		SELECT key_id, $19, sum(cost_usd) FROM led GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
-		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1)
+		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1),
+	corrections AS (
+		-- Tokens admission reserved against a tokens-per-minute window, less what was used.
+		SELECT priced.key_id AS subject, sum(COALESCE(priced.pt, 0) + COALESCE(priced.ct, 0) - priced.reserved) AS delta
+		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.reserved > 0 GROUP BY priced.key_id),
+	rates AS (
+		-- Each correction goes to the window of $24 (now); a job that used fewer tokens than
+		-- reserved gives the difference back (never below zero).
+		INSERT INTO rate_windows AS w (subject, window_start, tokens)
+		SELECT subject, date_trunc('minute', $24::timestamptz), GREATEST(delta, 0) FROM corrections ORDER BY subject
+		ON CONFLICT (subject, window_start) DO UPDATE
+			SET tokens = GREATEST(w.tokens + (SELECT delta FROM corrections c WHERE c.subject = w.subject), 0)
+		RETURNING 1)
 	SELECT fin.id, COALESCE(led.cost_usd::float8, 0) FROM fin LEFT JOIN led ON led.job_id = fin.id`
 
 // spendShards is how many rows a key's spend is spread over (migration 0006). Two batches
@@ -207,6 +219,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		pts, cts                  = make([]*int64, n), make([]*int64, n)
 		charges, estimated, slots = make([]bool, n), make([]bool, n), make([]bool, n)
 		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
+		reserved                  = make([]int64, n)
 	)
 	text := func(b json.RawMessage) []byte { // sent as text; nil is NULL
 		if len(b) == 0 {
@@ -234,10 +247,11 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		charges[i] = o.Charge && o.Usage != nil
 		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
+		reserved[i] = j.ReservedTokens
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
 		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)),
-		upstreamModels, s.unpricedIn, s.unpricedOut)
+		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}
