@@ -47,7 +47,8 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
-  keys create -name N [-budget USD] [-models a,b] [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
+  keys create -name N [-budget USD] [-models a,b] [-budget-period daily|weekly|monthly|none]
+              [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
   keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
   channels create -name N -provider openai|azure|anthropic|gemini|fake -base-url U [-api-key K]
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
@@ -184,6 +185,7 @@ func keyFlags(args []string) (map[string]any, error) {
 	rpm := fs.Int("rpm", 0, "")
 	conc := fs.Int("max-concurrency", 0, "")
 	tpm := fs.Int("tpm", 0, "")
+	period := fs.String("budget-period", "", "")
 	expires := fs.String("expires", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{usage}
@@ -204,6 +206,11 @@ func keyFlags(args []string) (map[string]any, error) {
 			body["max_concurrency"] = *conc
 		case "tpm":
 			body["tpm"] = *tpm
+		case "budget-period": // "none" clears it
+			body["budget_period"] = *period
+			if *period == "none" {
+				body["budget_period"] = nil
+			}
 		case "expires":
 			t, e := time.Parse(time.RFC3339, *expires)
 			if e != nil {

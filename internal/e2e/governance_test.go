@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/sluicehq/sluice/internal/worker"
 )
 
 // govStack is a stack of two ingresses and two workers (each run in-process, as its own
@@ -21,20 +24,73 @@ type govStack struct {
 	bases [2]string
 }
 
-func newGovStack(t *testing.T, clock func() time.Time) *govStack {
+// newGovStack starts the stack; every process reads the time from clock, and the
+// ingresses cache no keys (so a test sees each settled charge at the next request).
+func newGovStack(t *testing.T, clock *testClock) *govStack {
 	t.Helper()
-	s := newStack(t, stackOpts{noWorker: true})
+	tune := func(*worker.PoolConfig) {}
+	if clock != nil {
+		tune = func(c *worker.PoolConfig) { c.Now = clock.Now }
+	}
+	s := newStack(t, stackOpts{noWorker: true, tune: tune})
 	s.startWorker()
 	s.startWorker()
 	g := &govStack{stack: s}
+	s.icfg.KeyCacheTTL = 0
 	if clock != nil {
-		s.clock = clock
-		g.bases[0], _ = s.startIngress()
-	} else {
-		g.bases[0] = s.base
+		s.clock = clock.Now
 	}
+	g.bases[0], _ = s.startIngress()
 	g.bases[1], _ = s.startIngress()
 	return g
+}
+
+// testClock is the real time moved forward by an offset the test sets.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// TestBudgetPeriod_Issue15_2: a key's daily budget restarts at the next UTC day (the clock
+// of every process is moved, nothing sleeps), its lifetime spend stays visible, and the
+// admin API shows the current period's spend.
+func TestBudgetPeriod_Issue15_2(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{}
+	g := newGovStack(t, clock)
+	g.channel(map[string]any{"provider": "fake", "base_url": "fake://", "models": []string{"m"}})
+	g.price("m", 1000, 1000) // $0.001 a token: one call spends the budget
+	k := g.newKey(map[string]any{"name": "daily", "budget_usd": 0.01, "budget_period": "daily"})
+	if res, b := g.chat(0, k.Key, "spend it"); res.StatusCode != http.StatusOK {
+		t.Fatalf("first call: %d %s", res.StatusCode, b)
+	}
+	var obj map[string]any
+	eventually(t, 30*time.Second, "the charge settled", func() bool {
+		obj = nil
+		g.admin(http.MethodGet, "/admin/v1/keys/"+k.ID, nil, &obj)
+		return obj["period_spent_usd"].(float64) > 0
+	})
+	if obj["budget_period"] != "daily" || obj["spent_usd"] != obj["period_spent_usd"] || obj["period_start"] == nil {
+		t.Errorf("key object %v", obj)
+	}
+	for i := range 2 {
+		res, b := g.chat(i, k.Key, "again")
+		if _, code, _ := apiErr(t, b); res.StatusCode != http.StatusTooManyRequests || code != "insufficient_quota" {
+			t.Fatalf("over budget on ingress %d: %d %s", i, res.StatusCode, b)
+		}
+	}
+	clock.advance(24 * time.Hour) // the next UTC day: a new period
+	for i := range 2 {
+		if res, b := g.chat(i, k.Key, "a new day"); res.StatusCode != http.StatusOK {
+			t.Fatalf("after the rollover, ingress %d: %d %s", i, res.StatusCode, b)
+		}
+	}
+	obj = nil
+	g.admin(http.MethodGet, "/admin/v1/keys/"+k.ID, nil, &obj)
+	if lifetime := obj["spent_usd"].(float64); lifetime <= 0.01 && obj["period_spent_usd"].(float64) >= lifetime {
+		t.Errorf("after the rollover: %v; want the lifetime spend above this period's", obj)
+	}
 }
 
 // chat sends a chat completion to ingress i (mod 2).

@@ -54,6 +54,7 @@ type keyFields struct {
 	MaxConcurrency nullable[int]      `json:"max_concurrency" range:"1,2147483647"`
 	ExpiresAt      nullable[int64]    `json:"expires_at" range:"-62135596800,253402300799"`
 	TPM            nullable[int]      `json:"tpm" range:"1,2147483647"`
+	BudgetPeriod   nullable[string]   `json:"budget_period"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -84,6 +85,12 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 	if f.TPM.Set {
 		p.TPM = f.TPM.Value
 	}
+	if f.BudgetPeriod.Set {
+		if v := f.BudgetPeriod.Value; v != nil && !store.ValidPeriod(*v) {
+			return badRequest("budget_period", "'budget_period' must be null, \"daily\", \"weekly\" or \"monthly\".")
+		}
+		p.BudgetPeriod = f.BudgetPeriod.Value
+	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
 		if f.ExpiresAt.Value != nil {
@@ -102,6 +109,23 @@ func checkModelNames(param string, names []string) error {
 		}
 	}
 	return nil
+}
+
+// spendFields are the budget members of a key or team object at now: spent_usd is the
+// lifetime spend, period_spent_usd the spend of the current budget period (the lifetime's
+// without one), period_start when that period began (null without one).
+func spendFields(o map[string]any, sp store.Spend, now time.Time) {
+	o["budget_usd"], o["budget_period"], o["spent_usd"] = sp.BudgetUSD, sp.Period, sp.SpentUSD
+	o["period_spent_usd"], o["period_start"] = sp.PeriodSpent(now), nil
+	if sp.Period != nil {
+		o["period_start"] = store.PeriodStart(sp.Period, now).Unix()
+	}
+}
+
+func (s *Server) keyObject(k *store.Key) map[string]any {
+	o := keyObject(k)
+	spendFields(o, k.Spend(), s.now())
+	return o
 }
 
 func keyObject(k *store.Key) map[string]any {
@@ -132,7 +156,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	o := keyObject(&k)
+	o := s.keyObject(&k)
 	o["key"], o["webhook_secret"] = sec.Key.Reveal(), sec.WebhookSecret.Reveal()
 	writeJSON(w, http.StatusCreated, o)
 }
@@ -145,7 +169,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	data := make([]any, 0, len(keys))
 	for i := range keys {
-		data = append(data, keyObject(&keys[i]))
+		data = append(data, s.keyObject(&keys[i]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
@@ -156,7 +180,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, r, "key", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
@@ -170,7 +194,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := store.KeyParams{Name: k.Name, BudgetUSD: k.BudgetUSD, Models: k.Models, RPM: k.RPM,
-		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM}
+		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM, BudgetPeriod: k.BudgetPeriod}
 	if err := f.apply(&p); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -180,7 +204,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.keys.forget(k.ID)
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +214,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.keys.forget(k.ID)
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) listPrices(w http.ResponseWriter, r *http.Request) {

@@ -25,7 +25,7 @@ func (s *Server) admit(k *store.Key, model string) error {
 		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
 			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
 	}
-	if k.OverBudget() {
+	if k.OverBudget(s.now()) {
 		return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"You exceeded your current quota: this API key's budget is spent.")
 	}

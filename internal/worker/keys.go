@@ -63,7 +63,7 @@ func (c *keyCheck) refuse(ctx context.Context, keyID string, now time.Time) *job
 	case !ck.key.Usable(now):
 		return jobs.NewError(http.StatusUnauthorized, "authentication_error", "invalid_api_key",
 			"The job's API key was revoked or expired after the job was accepted; it did not run.")
-	case ck.key.OverBudget():
+	case ck.key.OverBudget(now):
 		return jobs.NewError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"The API key's budget was spent while the job was queued; it did not run.")
 	}
@@ -79,7 +79,7 @@ func (c *keyCheck) charged(id string, cost float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ck, ok := c.m[id]; ok && !ck.missing {
-		ck.key.SpentUSD += cost
+		ck.key.Charge(cost, time.Now())
 		c.m[id] = ck
 	}
 }

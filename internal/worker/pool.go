@@ -42,6 +42,8 @@ type PoolConfig struct {
 	RetryMax      time.Duration // cap on one backoff (5s)
 	FetchWait     time.Duration // longest wait of one pull request (5s)
 	KeyCacheTTL   time.Duration // how long a key read at pick-up is trusted (10s)
+	// Now, if set, is the clock budget periods are judged by at pick-up (tests move it).
+	Now func() time.Time
 	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
 	// turns the cap off).
 	KeyShare float64

@@ -27,6 +27,21 @@ type Key struct {
 	CreatedAt      time.Time  `db:"created_at"`
 	RevokedAt      *time.Time `db:"revoked_at"`
 	TPM            *int       `db:"tpm"`
+	BudgetPeriod   *string    `db:"budget_period"`
+	// Days is the per-day spend of the last 32 days, read when the key has a budget period.
+	Days []DaySpend `db:"-"`
+}
+
+// Spend is the key's budget and spend.
+func (k *Key) Spend() Spend {
+	return Spend{BudgetUSD: k.BudgetUSD, Period: k.BudgetPeriod, SpentUSD: k.SpentUSD, Days: k.Days}
+}
+
+// Charge adds cost to a copy's spend (a cache's view of its own charges).
+func (k *Key) Charge(cost float64, now time.Time) {
+	sp := k.Spend()
+	sp.Charge(cost, now)
+	k.SpentUSD, k.Days = sp.SpentUSD, sp.Days
 }
 
 // Rates are the key's own per-minute limits.
@@ -50,9 +65,11 @@ func (k *Key) AllowsModel(model string) bool {
 	return false
 }
 
-// OverBudget reports whether the key's spend has reached its budget.
-func (k *Key) OverBudget() bool {
-	return k.BudgetUSD != nil && k.SpentUSD >= *k.BudgetUSD
+// OverBudget reports whether the key's spend in the budget period holding now (its lifetime
+// without a period) has reached its budget.
+func (k *Key) OverBudget(now time.Time) bool {
+	sp := k.Spend()
+	return sp.Over(now)
 }
 
 // KeyParams are the settable fields of a key. Nil means "no limit".
@@ -64,6 +81,7 @@ type KeyParams struct {
 	MaxConcurrency *int
 	ExpiresAt      *time.Time
 	TPM            *int
+	BudgetPeriod   *string
 }
 
 // NewKeySecrets are returned once, when a key is created.
@@ -79,7 +97,7 @@ func HashKey(key string) []byte {
 }
 
 const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
-	expires_at, created_at, revoked_at, tpm`
+	expires_at, created_at, revoked_at, tpm, budget_period`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in
 // the clear and cannot be read again.
@@ -89,10 +107,11 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 		WebhookSecret: secret.Secret("whsec_" + ids.Random(30)),
 	}
 	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys
-		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING `+keyColumns,
+		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm,
+			budget_period)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING `+keyColumns,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
-		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM)
+		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod)
 	if err != nil {
 		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
@@ -124,6 +143,11 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
+	for i := range keys {
+		if err := s.fillKey(ctx, &keys[i]); err != nil {
+			return nil, err
+		}
+	}
 	return keys, nil
 }
 
@@ -131,8 +155,9 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 // there is no such key.
 func (s *Store) UpdateKey(ctx context.Context, id string, p KeyParams) (Key, error) {
 	return s.oneKey(ctx, `UPDATE api_keys SET name = $2, budget_usd = $3, models = $4, rpm = $5,
-		max_concurrency = $6, expires_at = $7, tpm = $8 WHERE id = $1 RETURNING `+keyColumns,
-		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM)
+		max_concurrency = $6, expires_at = $7, tpm = $8,
+		budget_period = $9 WHERE id = $1 RETURNING `+keyColumns,
+		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod)
 }
 
 // RevokeKey revokes a key (once; revoking again keeps the first time). It returns
@@ -168,5 +193,16 @@ func (s *Store) oneKey(ctx context.Context, sql string, args ...any) (Key, error
 	if err != nil {
 		return Key{}, fmt.Errorf("query key: %w", classify(err))
 	}
-	return k, nil
+	return k, s.fillKey(ctx, &k)
+}
+
+// fillKey reads what a key's row does not hold: its recent per-day spend, if it has a
+// budget period.
+func (s *Store) fillKey(ctx context.Context, k *Key) error {
+	if k.BudgetPeriod == nil {
+		return nil
+	}
+	days, err := s.recentDays(ctx, k.ID)
+	k.Days = days
+	return err
 }

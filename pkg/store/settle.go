@@ -186,6 +186,12 @@ const finishSQL = `WITH input AS (
 		INSERT INTO key_spend AS ks (key_id, shard, spent_usd)
 		SELECT key_id, $19, sum(cost_usd) FROM led GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
 		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1),
+	days AS (
+		-- The same per UTC day of $24 (now), for budget periods (migration 0013).
+		INSERT INTO spend_days AS sd (subject, day, shard, spent_usd)
+		SELECT key_id, ($24::timestamptz AT TIME ZONE 'UTC')::date, $19, sum(cost_usd) FROM led
+		GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
+		ON CONFLICT (subject, day, shard) DO UPDATE SET spent_usd = sd.spent_usd + EXCLUDED.spent_usd RETURNING 1),
 	corrections AS (
 		-- Tokens admission reserved against a tokens-per-minute window, less what was used.
 		SELECT priced.key_id AS subject, sum(COALESCE(priced.pt, 0) + COALESCE(priced.ct, 0) - priced.reserved) AS delta
