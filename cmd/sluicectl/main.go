@@ -3,6 +3,7 @@
 //	sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
 //
 //	keys     create|list|get|update|revoke
+//	teams    create|list|get|update|delete
 //	channels create|list|get|update|delete
 //	prices   list|set
 //	usage    [-key KEY_ID] [-from T] [-to T] [-group-by model|day]
@@ -49,7 +50,10 @@ func (e usageError) Error() string { return e.msg }
 const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
   keys create -name N [-budget USD] [-models a,b] [-budget-period daily|weekly|monthly|none]
               [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
+              [-team TEAM_ID|none]
   keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
+  teams create -name N [-budget USD] [-budget-period P] [-models a,b] [-rpm N] [-tpm N]
+  teams list | teams get ID | teams update ID [same flags as create] | teams delete ID
   channels create -name N -provider openai|azure|anthropic|gemini|fake -base-url U [-api-key K]
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
   channels list | channels get ID | channels update ID [same flags] | channels delete ID
@@ -87,6 +91,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	switch resource + " " + verb {
 	case "keys list", "keys get", "keys revoke", "keys create", "keys update":
 		v, err = c.crud(ctx, "/admin/v1/keys", verb, "revoke", tail, keyFlags)
+	case "teams list", "teams get", "teams delete", "teams create", "teams update":
+		// A team's flags are the key flags of the same names (the API refuses the others).
+		v, err = c.crud(ctx, "/admin/v1/teams", verb, "delete", tail, keyFlags)
 	case "channels list", "channels get", "channels delete", "channels create", "channels update":
 		v, err = c.crud(ctx, "/admin/v1/channels", verb, "delete", tail, channelFlags)
 	case "prices list":
@@ -186,6 +193,7 @@ func keyFlags(args []string) (map[string]any, error) {
 	conc := fs.Int("max-concurrency", 0, "")
 	tpm := fs.Int("tpm", 0, "")
 	period := fs.String("budget-period", "", "")
+	team := fs.String("team", "", "")
 	expires := fs.String("expires", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{usage}
@@ -206,6 +214,11 @@ func keyFlags(args []string) (map[string]any, error) {
 			body["max_concurrency"] = *conc
 		case "tpm":
 			body["tpm"] = *tpm
+		case "team": // "none" takes the key out of its team
+			body["team_id"] = *team
+			if *team == "none" {
+				body["team_id"] = nil
+			}
 		case "budget-period": // "none" clears it
 			body["budget_period"] = *period
 			if *period == "none" {

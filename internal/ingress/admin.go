@@ -31,6 +31,11 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("GET /admin/v1/channels/{id}", a(s.getChannel))
 	route("PATCH /admin/v1/channels/{id}", a(s.patchChannel))
 	route("DELETE /admin/v1/channels/{id}", a(s.deleteChannel))
+	route("POST /admin/v1/teams", a(s.createTeam))
+	route("GET /admin/v1/teams", a(s.listTeams))
+	route("GET /admin/v1/teams/{id}", a(s.getTeam))
+	route("PATCH /admin/v1/teams/{id}", a(s.patchTeam))
+	route("DELETE /admin/v1/teams/{id}", a(s.deleteTeam))
 	route("GET /admin/v1/prices", a(s.listPrices))
 	route("GET /admin/v1/usage", a(s.usage))
 	route("PUT /admin/v1/prices/{model...}", a(s.putPrice))
@@ -55,6 +60,7 @@ type keyFields struct {
 	ExpiresAt      nullable[int64]    `json:"expires_at" range:"-62135596800,253402300799"`
 	TPM            nullable[int]      `json:"tpm" range:"1,2147483647"`
 	BudgetPeriod   nullable[string]   `json:"budget_period"`
+	TeamID         nullable[string]   `json:"team_id"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -90,6 +96,9 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 			return badRequest("budget_period", "'budget_period' must be null, \"daily\", \"weekly\" or \"monthly\".")
 		}
 		p.BudgetPeriod = f.BudgetPeriod.Value
+	}
+	if f.TeamID.Set {
+		p.TeamID = f.TeamID.Value
 	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
@@ -137,7 +146,7 @@ func keyObject(k *store.Key) map[string]any {
 	}
 	return map[string]any{"id": k.ID, "object": "api_key", "name": k.Name, "key_hint": k.Hint,
 		"budget_usd": k.BudgetUSD, "spent_usd": k.SpentUSD, "models": k.Models, "rpm": k.RPM,
-		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
+		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "team_id": k.TeamID, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
 		"revoked_at": unix(k.RevokedAt)}
 }
 
@@ -194,7 +203,8 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := store.KeyParams{Name: k.Name, BudgetUSD: k.BudgetUSD, Models: k.Models, RPM: k.RPM,
-		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM, BudgetPeriod: k.BudgetPeriod}
+		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM, BudgetPeriod: k.BudgetPeriod,
+		TeamID: k.TeamID}
 	if err := f.apply(&p); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -12,17 +12,17 @@ import (
 	"github.com/sluicehq/sluice/pkg/tokens"
 )
 
-// limit applies the key's rpm, tpm and max_concurrency limits to a new job (429
+// limit applies the key's rpm, tpm and max_concurrency limits and its team's rpm and tpm to a new job (429
 // rate_limit_exceeded with Retry-After when over) and writes OpenAI's x-ratelimit-* headers
 // for the limits that apply. A job admitted against a tpm limit counts the estimate
 // tokens.Admission of its body, which its settlement corrects to the reported usage
 // (job.ReservedTokens tells the worker). A slot taken here is freed when the job's row
 // ends, or by the caller with store.ReleaseSlot if the job is never accepted.
 func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key, job *jobs.Job) error {
+	now, est := s.now(), tokens.Admission(len(job.Body))
 	lim := k.Rates()
 	if lim.Any() {
-		est := tokens.Admission(len(job.Body))
-		st, err := s.store.TakeRate(ctx, k.ID, lim, est, s.now())
+		st, err := s.store.TakeRate(ctx, k.ID, lim, est, now)
 		if err != nil {
 			return errOverloaded("The database is unavailable; retry shortly.")
 		}
@@ -31,6 +31,23 @@ func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key,
 			return rateError(lim, st, "this API key")
 		}
 		job.ReservedTokens = lim.TPM != nil
+	}
+	if t := k.Team; t != nil && t.Rates().Any() {
+		tl := t.Rates()
+		st, err := s.store.TakeRate(ctx, t.ID, tl, est, now)
+		if err == nil {
+			rateHeaders(w.Header(), tl, st)
+		}
+		if err != nil || !st.OK {
+			if lim.Any() { // the key's window counted a request that does not run
+				_ = s.store.ReturnRate(context.WithoutCancel(ctx), k.ID, est, now)
+			}
+			if err != nil {
+				return errOverloaded("The database is unavailable; retry shortly.")
+			}
+			return rateError(tl, st, "this API key's team")
+		}
+		job.ReservedTokens = job.ReservedTokens || tl.TPM != nil
 	}
 	if k.MaxConcurrency != nil {
 		// The slot outlives the deadline as long as the worker may still be recording and

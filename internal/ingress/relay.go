@@ -14,8 +14,8 @@ import (
 )
 
 // admit checks the key may use the model: 404 if nobody serves it (whatever the key's
-// allowlist, as OpenAI answers an unknown model), 403 if it exists but the key may not use
-// it, 429 once the budget is spent.
+// allowlist, as OpenAI answers an unknown model), 403 if it exists but the key or its team
+// may not use it, 429 once the key's or the team's budget (of the current period) is spent.
 func (s *Server) admit(k *store.Key, model string) error {
 	if !s.router.Has(model) {
 		return &jobs.APIError{Status: http.StatusNotFound, Type: "not_found_error", Code: "model_not_found",
@@ -25,9 +25,20 @@ func (s *Server) admit(k *store.Key, model string) error {
 		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
 			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
 	}
-	if k.OverBudget(s.now()) {
+	if t := k.Team; t != nil && !t.AllowsModel(model) {
+		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Param: "model", Message: fmt.Sprintf("This API key's team may not use the model %q.", model)}
+	}
+	now := s.now()
+	if k.OverBudget(now) {
 		return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"You exceeded your current quota: this API key's budget is spent.")
+	}
+	if t := k.Team; t != nil {
+		if sp := t.Spend(); sp.Over(now) {
+			return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
+				"You exceeded your current quota: this API key's team's budget is spent.")
+		}
 	}
 	return nil
 }

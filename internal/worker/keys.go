@@ -66,6 +66,9 @@ func (c *keyCheck) refuse(ctx context.Context, keyID string, now time.Time) *job
 	case ck.key.OverBudget(now):
 		return jobs.NewError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"The API key's budget was spent while the job was queued; it did not run.")
+	case ck.key.Team != nil && teamOver(ck.key.Team, now):
+		return jobs.NewError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
+			"The API key's team's budget was spent while the job was queued; it did not run.")
 	}
 	return nil
 }
@@ -101,4 +104,9 @@ func (c *keyCheck) put(id string, ck cachedKey) {
 		clear(c.m)
 	}
 	c.m[id] = ck
+}
+
+func teamOver(t *store.Team, now time.Time) bool {
+	sp := t.Spend()
+	return sp.Over(now)
 }

@@ -28,6 +28,9 @@ type Key struct {
 	RevokedAt      *time.Time `db:"revoked_at"`
 	TPM            *int       `db:"tpm"`
 	BudgetPeriod   *string    `db:"budget_period"`
+	TeamID         *string    `db:"team_id"`
+	// Team is the key's team, read with the key; nil when it has none.
+	Team *Team `db:"-"`
 	// Days is the per-day spend of the last 32 days, read when the key has a budget period.
 	Days []DaySpend `db:"-"`
 }
@@ -42,6 +45,13 @@ func (k *Key) Charge(cost float64, now time.Time) {
 	sp := k.Spend()
 	sp.Charge(cost, now)
 	k.SpentUSD, k.Days = sp.SpentUSD, sp.Days
+	if k.Team != nil {
+		t := *k.Team // other copies of the key share the pointer
+		tsp := t.Spend()
+		tsp.Charge(cost, now)
+		t.SpentUSD, t.Days = tsp.SpentUSD, tsp.Days
+		k.Team = &t
+	}
 }
 
 // Rates are the key's own per-minute limits.
@@ -82,6 +92,7 @@ type KeyParams struct {
 	ExpiresAt      *time.Time
 	TPM            *int
 	BudgetPeriod   *string
+	TeamID         *string
 }
 
 // NewKeySecrets are returned once, when a key is created.
@@ -97,7 +108,7 @@ func HashKey(key string) []byte {
 }
 
 const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
-	expires_at, created_at, revoked_at, tpm, budget_period`
+	expires_at, created_at, revoked_at, tpm, budget_period, team_id`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in
 // the clear and cannot be read again.
@@ -108,10 +119,10 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 	}
 	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys
 		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm,
-			budget_period)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING `+keyColumns,
+			budget_period, team_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+keyColumns,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
-		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod)
+		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID)
 	if err != nil {
 		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
@@ -156,8 +167,8 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 func (s *Store) UpdateKey(ctx context.Context, id string, p KeyParams) (Key, error) {
 	return s.oneKey(ctx, `UPDATE api_keys SET name = $2, budget_usd = $3, models = $4, rpm = $5,
 		max_concurrency = $6, expires_at = $7, tpm = $8,
-		budget_period = $9 WHERE id = $1 RETURNING `+keyColumns,
-		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod)
+		budget_period = $9, team_id = $10 WHERE id = $1 RETURNING `+keyColumns,
+		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID)
 }
 
 // RevokeKey revokes a key (once; revoking again keeps the first time). It returns
@@ -196,9 +207,19 @@ func (s *Store) oneKey(ctx context.Context, sql string, args ...any) (Key, error
 	return k, s.fillKey(ctx, &k)
 }
 
-// fillKey reads what a key's row does not hold: its recent per-day spend, if it has a
-// budget period.
+// fillKey reads what a key's row does not hold: its team, and its recent per-day spend if
+// it has a budget period.
 func (s *Store) fillKey(ctx context.Context, k *Key) error {
+	if k.TeamID != nil {
+		t, err := s.TeamByID(ctx, *k.TeamID)
+		switch {
+		case errors.Is(err, ErrNotFound): // deleted just now: the key has left it
+		case err != nil:
+			return err
+		default:
+			k.Team = &t
+		}
+	}
 	if k.BudgetPeriod == nil {
 		return nil
 	}

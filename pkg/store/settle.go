@@ -174,12 +174,13 @@ const finishSQL = `WITH input AS (
 		WHERE j.finished_at IS NULL
 		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
 	led AS (
-		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
+		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated,
+			team_id)
 		SELECT fin.id, fin.key_id, fin.model, fin.channel_id, fin.prompt_tokens, fin.completion_tokens, fin.cost_usd,
-			priced.estimated
+			priced.estimated, (SELECT k.team_id FROM api_keys k WHERE k.id = fin.key_id)
 		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
 		ON CONFLICT (job_id) DO NOTHING
-		RETURNING job_id, key_id, cost_usd),
+		RETURNING job_id, key_id, cost_usd, team_id),
 	spend AS (
 		-- One shard row per key (see migration 0006), in key order so that two batches on
 		-- the same shard take their row locks in the same order and cannot deadlock.
@@ -189,13 +190,20 @@ const finishSQL = `WITH input AS (
 	days AS (
 		-- The same per UTC day of $24 (now), for budget periods (migration 0013).
 		INSERT INTO spend_days AS sd (subject, day, shard, spent_usd)
-		SELECT key_id, ($24::timestamptz AT TIME ZONE 'UTC')::date, $19, sum(cost_usd) FROM led
-		GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
+		-- A team's spend is kept the same way, under its id.
+		SELECT subject, ($24::timestamptz AT TIME ZONE 'UTC')::date, $19, sum(cost_usd)
+		FROM (SELECT key_id AS subject, cost_usd FROM led UNION ALL
+			SELECT team_id, cost_usd FROM led WHERE team_id IS NOT NULL) s
+		GROUP BY subject HAVING sum(cost_usd) > 0 ORDER BY subject
 		ON CONFLICT (subject, day, shard) DO UPDATE SET spent_usd = sd.spent_usd + EXCLUDED.spent_usd RETURNING 1),
 	corrections AS (
 		-- Tokens admission reserved against a tokens-per-minute window, less what was used.
-		SELECT priced.key_id AS subject, sum(COALESCE(priced.pt, 0) + COALESCE(priced.ct, 0) - priced.reserved) AS delta
-		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.reserved > 0 GROUP BY priced.key_id),
+		-- The key's window and its team's.
+		SELECT subject, sum(delta) AS delta FROM (
+			SELECT unnest(ARRAY[priced.key_id, (SELECT k.team_id FROM api_keys k WHERE k.id = priced.key_id)]) AS subject,
+				COALESCE(priced.pt, 0) + COALESCE(priced.ct, 0) - priced.reserved AS delta
+			FROM fin JOIN priced ON priced.id = fin.id WHERE priced.reserved > 0) d
+		WHERE subject IS NOT NULL GROUP BY subject),
 	rates AS (
 		-- Each correction goes to the window of $24 (now); a job that used fewer tokens than
 		-- reserved gives the difference back (never below zero).
