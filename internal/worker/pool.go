@@ -126,7 +126,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 		held:   newHeld(cfg.Queue.JobTimeout),
 		keys:   newKeyCheck(cfg.KeyCacheTTL, rec.KeyByID),
 		shares: newShares(int(math.Ceil(cfg.KeyShare * float64(cfg.Concurrency)))),
-		caller: &caller{cfg: cfg, router: router, rec: rec, nc: nc, metrics: metrics},
+		caller: &caller{cfg: cfg, router: router, rec: rec, limits: limiterOf(rec), nc: nc, metrics: metrics},
 		policy: deliveryPolicy{maxDeliver: cfg.Queue.MaxDeliver},
 		settle: batch.New(rec.FinishJobs, batch.Options{}),
 		start:  batch.New(rec.StartJobs, batch.Options{})}
@@ -225,4 +225,10 @@ func (p *Pool) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int 
 		}
 	}
 	return n
+}
+
+// limiterOf is rec's channelLimiter, if it is one.
+func limiterOf(rec Recorder) channelLimiter {
+	l, _ := rec.(channelLimiter)
+	return l
 }

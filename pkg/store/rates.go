@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // RateLimits are a subject's requests- and tokens-per-minute limits; nil is no limit.
@@ -89,6 +91,52 @@ func (s *Store) ReturnRate(ctx context.Context, subject string, tokens int64, no
 func (s *Store) deleteOldWindows(ctx context.Context, now time.Time) error {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM rate_windows WHERE window_start < $1`, now.Add(-2*time.Minute)); err != nil {
 		return fmt.Errorf("delete old rate windows: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM channel_slots WHERE expires_at < $1`, now); err != nil {
+		return fmt.Errorf("delete expired channel slots: %w", err)
+	}
+	return nil
+}
+
+// AdjustRate adds delta tokens (negative to give some back, never below zero) to subject's
+// window of now: a call's reported usage replacing the estimate TakeRate counted.
+func (s *Store) AdjustRate(ctx context.Context, subject string, delta int64, now time.Time) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO rate_windows AS w (subject, window_start, tokens)
+		VALUES ($1, $2, GREATEST($3::bigint, 0))
+		ON CONFLICT (subject, window_start) DO UPDATE SET tokens = GREATEST(w.tokens + $3::bigint, 0)`,
+		subject, now.UTC().Truncate(time.Minute), delta)
+	if err != nil {
+		return fmt.Errorf("adjust window of %s: %w", subject, err)
+	}
+	return nil
+}
+
+// AcquireChannelSlot takes one of a channel's max calls in flight for callID until
+// ReleaseChannelSlot or until expires (a worker that dies mid-call cannot leak it). It
+// returns false when the channel has max calls in flight, across every worker: concurrent
+// callers for one channel are serialised by a transaction-scoped advisory lock.
+func (s *Store) AcquireChannelSlot(ctx context.Context, channelID, callID string, max int, expires time.Time) (bool, error) {
+	var ok bool
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, channelID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO channel_slots (call_id, channel_id, expires_at)
+			SELECT $2, $1, $4 WHERE (SELECT count(*) FROM channel_slots WHERE channel_id = $1 AND expires_at > now()) < $3`,
+			channelID, callID, max, expires)
+		ok = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("acquire slot of channel %s: %w", channelID, err)
+	}
+	return ok, nil
+}
+
+// ReleaseChannelSlot frees the slot AcquireChannelSlot took for callID.
+func (s *Store) ReleaseChannelSlot(ctx context.Context, callID string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM channel_slots WHERE call_id = $1`, callID); err != nil {
+		return fmt.Errorf("release channel slot %s: %w", callID, err)
 	}
 	return nil
 }
