@@ -50,7 +50,7 @@ func (e usageError) Error() string { return e.msg }
 const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
   keys create -name N [-budget USD] [-models a,b] [-budget-period daily|weekly|monthly|none]
               [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
-              [-team TEAM_ID|none]
+              [-team TEAM_ID|none] [-cache-ttl SECONDS]
   keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
   teams create -name N [-budget USD] [-budget-period P] [-models a,b] [-rpm N] [-tpm N]
   teams list | teams get ID | teams update ID [same flags as create] | teams delete ID
@@ -194,6 +194,7 @@ func keyFlags(args []string) (map[string]any, error) {
 	tpm := fs.Int("tpm", 0, "")
 	period := fs.String("budget-period", "", "")
 	team := fs.String("team", "", "")
+	cacheTTL := fs.Int("cache-ttl", 0, "")
 	expires := fs.String("expires", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{usage}
@@ -214,6 +215,11 @@ func keyFlags(args []string) (map[string]any, error) {
 			body["max_concurrency"] = *conc
 		case "tpm":
 			body["tpm"] = *tpm
+		case "cache-ttl": // 0 turns the key's cache off
+			body["cache_ttl_s"] = *cacheTTL
+			if *cacheTTL == 0 {
+				body["cache_ttl_s"] = nil
+			}
 		case "team": // "none" takes the key out of its team
 			body["team_id"] = *team
 			if *team == "none" {

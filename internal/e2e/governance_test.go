@@ -37,6 +37,7 @@ func newGovStack(t *testing.T, clock *testClock) *govStack {
 	s.startWorker()
 	g := &govStack{stack: s}
 	s.icfg.KeyCacheTTL = 0
+	s.icfg.CacheMaxBytes, s.icfg.CacheMaxTTL, s.icfg.CacheMaxEntryBytes = 16<<20, time.Hour, 256<<10
 	if clock != nil {
 		s.clock = clock.Now
 	}

@@ -61,6 +61,7 @@ type keyFields struct {
 	TPM            nullable[int]      `json:"tpm" range:"1,2147483647"`
 	BudgetPeriod   nullable[string]   `json:"budget_period"`
 	TeamID         nullable[string]   `json:"team_id"`
+	CacheTTLS      nullable[int]      `json:"cache_ttl_s" range:"1,31536000"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -99,6 +100,9 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 	}
 	if f.TeamID.Set {
 		p.TeamID = f.TeamID.Value
+	}
+	if f.CacheTTLS.Set {
+		p.CacheTTLS = f.CacheTTLS.Value
 	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
@@ -146,7 +150,8 @@ func keyObject(k *store.Key) map[string]any {
 	}
 	return map[string]any{"id": k.ID, "object": "api_key", "name": k.Name, "key_hint": k.Hint,
 		"budget_usd": k.BudgetUSD, "spent_usd": k.SpentUSD, "models": k.Models, "rpm": k.RPM,
-		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "team_id": k.TeamID, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
+		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "team_id": k.TeamID,
+		"cache_ttl_s": k.CacheTTLS, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
 		"revoked_at": unix(k.RevokedAt)}
 }
 
@@ -204,7 +209,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 	}
 	p := store.KeyParams{Name: k.Name, BudgetUSD: k.BudgetUSD, Models: k.Models, RPM: k.RPM,
 		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM, BudgetPeriod: k.BudgetPeriod,
-		TeamID: k.TeamID}
+		TeamID: k.TeamID, CacheTTLS: k.CacheTTLS}
 	if err := f.apply(&p); err != nil {
 		s.writeError(w, r, err)
 		return

@@ -29,6 +29,8 @@ type answer struct {
 	// broken is set when writing an event failed: the client stopped reading (its write
 	// deadline passed, see guardWrites) or left.
 	broken bool
+	// cache, if set, collects the answer for the response cache.
+	cache *cacheFill
 }
 
 func newAnswer(s *Server, w http.ResponseWriter, r *http.Request, job *jobs.Job) *answer {
@@ -99,6 +101,9 @@ func (a *answer) event(name string, data []byte) {
 	buf.WriteString("data: ")
 	buf.Write(data)
 	buf.WriteString("\n\n")
+	if a.cache != nil {
+		a.cache.event(a.s.cache, name, data)
+	}
 	if _, err := a.w.Write(buf.Bytes()); err != nil {
 		a.broken = true
 		return
@@ -117,6 +122,7 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 				_, _ = io.WriteString(a.w, "data: [DONE]\n\n")
 			}
 			_ = http.NewResponseController(a.w).Flush()
+			a.storeCache(f, nil)
 			return
 		}
 		a.streamError(f.Error)
@@ -146,6 +152,7 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	a.w.Header().Set("Content-Type", "application/json")
 	a.w.WriteHeader(f.StatusCode)
 	_, _ = a.w.Write(body)
+	a.storeCache(f, body)
 }
 
 // awaitStore waits, checking Postgres every second, for a job whose final reply may have

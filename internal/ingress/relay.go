@@ -87,6 +87,17 @@ func preferAsync(r *http.Request) bool {
 
 // runSync publishes a job and writes its answer as the worker replies.
 func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key, endpoint string, p *parsed) {
+	var fill *cacheFill
+	if ttl := s.cacheTTL(r, key); ttl > 0 {
+		if name, ok := cacheKey(key.ID, endpoint, p.stream, p.body); ok {
+			if e, hit := s.cache.get(r.Context(), name, s.now()); hit {
+				s.serveHit(w, r, key, endpoint, p, e)
+				return
+			}
+			w.Header().Set("Sluice-Cache", "miss")
+			fill = &cacheFill{name: name, ttl: ttl}
+		}
+	}
 	select {
 	case s.waiting <- struct{}{}:
 		defer func() { <-s.waiting }()
@@ -123,6 +134,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		return
 	}
 	a := newAnswer(s, w, r, job)
+	a.cache = fill
 	// Wait a little past the deadline: the worker's own timeout answer is more precise.
 	timer := time.NewTimer(time.Until(job.Deadline) + 2*time.Second)
 	defer timer.Stop()

@@ -73,6 +73,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if err != nil {
 		return err
 	}
+	var cache *respCache
+	if cfg.CacheMaxBytes > 0 {
+		// An entry must fit one NATS message.
+		cfg.CacheMaxEntryBytes = min(cfg.CacheMaxEntryBytes, int(nc.MaxPayload())-1024)
+		if cache, err = ensureCache(ctx, js, &cfg); err != nil {
+			return fmt.Errorf("response cache bucket: %w", err)
+		}
+	}
 	mux, err := jobs.NewMux(nc)
 	if err != nil {
 		return err
@@ -109,7 +117,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now}
+		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now,
+		cache: cache}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

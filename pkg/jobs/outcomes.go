@@ -81,6 +81,7 @@ type outcomeWire struct {
 	Error         json.RawMessage `json:"error,omitempty"`
 	Usage         *usageWire      `json:"usage,omitempty"`
 	Charge        bool            `json:"charge,omitempty"`
+	CacheHit      bool            `json:"cache_hit,omitempty"`
 	Job           *store.NewJob   `json:"job,omitempty"`
 }
 
@@ -111,7 +112,8 @@ func NewOutcomes(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 // EncodeOutcome is the message data of o.
 func EncodeOutcome(o *store.Outcome) ([]byte, error) {
 	w := outcomeWire{JobID: o.JobID, Status: o.Status, StatusCode: o.StatusCode, ChannelID: o.ChannelID,
-		UpstreamModel: o.UpstreamModel, Response: o.Response, Error: o.Error, Charge: o.Charge, Job: o.Job}
+		UpstreamModel: o.UpstreamModel, Response: o.Response, Error: o.Error, Charge: o.Charge, Job: o.Job,
+		CacheHit: o.CacheHit}
 	if u := o.Usage; u != nil {
 		w.Usage = &usageWire{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Estimated: u.Estimated}
 	}
@@ -132,7 +134,8 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 		return store.Outcome{}, errors.New("decode outcome: no job id or status")
 	}
 	o := store.Outcome{JobID: w.JobID, Status: w.Status, StatusCode: w.StatusCode, ChannelID: w.ChannelID,
-		UpstreamModel: w.UpstreamModel, Response: w.Response, Error: w.Error, Charge: w.Charge, Job: w.Job}
+		UpstreamModel: w.UpstreamModel, Response: w.Response, Error: w.Error, Charge: w.Charge, Job: w.Job,
+		CacheHit: w.CacheHit}
 	if u := w.Usage; u != nil {
 		o.Usage = &tokens.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Estimated: u.Estimated}
 	}

@@ -29,6 +29,8 @@ type Key struct {
 	TPM            *int       `db:"tpm"`
 	BudgetPeriod   *string    `db:"budget_period"`
 	TeamID         *string    `db:"team_id"`
+	// CacheTTLS, if set, caches every answer of the key for that many seconds.
+	CacheTTLS *int `db:"cache_ttl_s"`
 	// Team is the key's team, read with the key; nil when it has none.
 	Team *Team `db:"-"`
 	// Days is the per-day spend of the last 32 days, read when the key has a budget period.
@@ -93,6 +95,7 @@ type KeyParams struct {
 	TPM            *int
 	BudgetPeriod   *string
 	TeamID         *string
+	CacheTTLS      *int
 }
 
 // NewKeySecrets are returned once, when a key is created.
@@ -108,7 +111,7 @@ func HashKey(key string) []byte {
 }
 
 const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
-	expires_at, created_at, revoked_at, tpm, budget_period, team_id`
+	expires_at, created_at, revoked_at, tpm, budget_period, team_id, cache_ttl_s`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in
 // the clear and cannot be read again.
@@ -119,10 +122,10 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 	}
 	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys
 		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm,
-			budget_period, team_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING `+keyColumns,
+			budget_period, team_id, cache_ttl_s)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING `+keyColumns,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
-		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID)
+		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID, p.CacheTTLS)
 	if err != nil {
 		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
@@ -167,8 +170,8 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 func (s *Store) UpdateKey(ctx context.Context, id string, p KeyParams) (Key, error) {
 	return s.oneKey(ctx, `UPDATE api_keys SET name = $2, budget_usd = $3, models = $4, rpm = $5,
 		max_concurrency = $6, expires_at = $7, tpm = $8,
-		budget_period = $9, team_id = $10 WHERE id = $1 RETURNING `+keyColumns,
-		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID)
+		budget_period = $9, team_id = $10, cache_ttl_s = $11 WHERE id = $1 RETURNING `+keyColumns,
+		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID, p.CacheTTLS)
 }
 
 // RevokeKey revokes a key (once; revoking again keeps the first time). It returns

@@ -118,6 +118,8 @@ type Outcome struct {
 	// Usage is recorded and, if Charge, priced and charged to the key.
 	Usage  *tokens.Usage
 	Charge bool
+	// CacheHit marks an answer served from the response cache: its usage is recorded at $0.
+	CacheHit bool
 	// Job, if set, describes the job so that its row is created if it does not exist yet (a
 	// sync job finishing on its first delivery has no row until now).
 	Job *NewJob
@@ -150,12 +152,12 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[])
+			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[], $25::bool[])
 		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
-			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved)),
+			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved, cache_hit)),
 	priced AS (
 		-- The upstream model's price, else the alias's, else the configured unpriced price.
-		SELECT input.*, CASE WHEN input.charge THEN
+		SELECT input.*, CASE WHEN input.cache_hit THEN 0 WHEN input.charge THEN
 			COALESCE((input.pt * COALESCE(pu.input_usd_per_1m, pa.input_usd_per_1m, $21::numeric)
 				+ input.ct * COALESCE(pu.output_usd_per_1m, pa.output_usd_per_1m, $22::numeric)) / 1000000, 0) END AS cost
 		FROM input LEFT JOIN model_prices pu ON pu.model = NULLIF(input.upstream_model, '')
@@ -175,9 +177,9 @@ const finishSQL = `WITH input AS (
 		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
 	led AS (
 		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated,
-			team_id)
+			team_id, cache_hit)
 		SELECT fin.id, fin.key_id, fin.model, fin.channel_id, fin.prompt_tokens, fin.completion_tokens, fin.cost_usd,
-			priced.estimated, (SELECT k.team_id FROM api_keys k WHERE k.id = fin.key_id)
+			priced.estimated, (SELECT k.team_id FROM api_keys k WHERE k.id = fin.key_id), priced.cache_hit
 		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
 		ON CONFLICT (job_id) DO NOTHING
 		RETURNING job_id, key_id, cost_usd, team_id),
@@ -234,6 +236,7 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		charges, estimated, slots = make([]bool, n), make([]bool, n), make([]bool, n)
 		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
 		reserved                  = make([]int64, n)
+		hits                      = make([]bool, n)
 	)
 	text := func(b json.RawMessage) []byte { // sent as text; nil is NULL
 		if len(b) == 0 {
@@ -261,11 +264,11 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		charges[i] = o.Charge && o.Usage != nil
 		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
-		reserved[i] = j.ReservedTokens
+		reserved[i], hits[i] = j.ReservedTokens, o.CacheHit
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
 		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)),
-		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now())
+		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now(), hits)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}
