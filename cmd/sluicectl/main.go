@@ -6,7 +6,7 @@
 //	teams    create|list|get|update|delete
 //	channels create|list|get|update|delete
 //	prices   list|set
-//	usage    [-key KEY_ID] [-from T] [-to T] [-group-by model|day]
+//	usage    [-key KEY_ID] [-team TEAM_ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]
 //
 // The URL defaults to $SLUICE_URL or http://127.0.0.1:8080, the token to $SLUICE_ADMIN_TOKEN.
 // Answers are printed as indented JSON; API errors go to stderr with exit status 1.
@@ -58,7 +58,7 @@ const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [fla
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
   channels list | channels get ID | channels update ID [same flags] | channels delete ID
   prices list | prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M
-  usage [-key ID] [-from T] [-to T] [-group-by model|day]`
+  usage [-key ID] [-team ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]`
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	global := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
@@ -120,15 +120,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		key := fs.String("key", "", "key id")
 		from := fs.String("from", "", "from (Unix seconds or RFC 3339)")
 		to := fs.String("to", "", "to")
-		group := fs.String("group-by", "model", "model or day")
+		team := fs.String("team", "", "team id")
+		group := fs.String("group-by", "model", "model, day, key or team")
+		csvOut := fs.Bool("csv", false, "print CSV")
 		if e := fs.Parse(rest[1:]); e != nil {
 			return usageError{usage}
 		}
 		q := url.Values{"group_by": {*group}}
-		for k, val := range map[string]string{"key_id": *key, "from": *from, "to": *to} {
+		for k, val := range map[string]string{"key_id": *key, "team_id": *team, "from": *from, "to": *to} {
 			if val != "" {
 				q.Set(k, val)
 			}
+		}
+		if *csvOut {
+			q.Set("format", "csv")
+			return c.raw(ctx, "/admin/v1/usage?"+q.Encode(), out)
 		}
 		v, err = c.do(ctx, http.MethodGet, "/admin/v1/usage?"+q.Encode(), nil)
 	}
@@ -350,4 +356,24 @@ func (c *client) do(ctx context.Context, method, path string, body any) (any, er
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error.Message)
 	}
 	return v, nil
+}
+
+// raw GETs path and copies a successful answer to out as it is (the CSV export).
+func (c *client) raw(ctx context.Context, path string, out io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
+	}
+	_, err = io.Copy(out, io.LimitReader(resp.Body, 1<<30))
+	return err
 }

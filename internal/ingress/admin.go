@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -280,53 +279,4 @@ func (s *Server) writeAdminError(w http.ResponseWriter, r *http.Request, what st
 		return
 	}
 	s.writeError(w, r, err)
-}
-
-// usage serves GET /admin/v1/usage?key_id=&from=&to=&group_by=model|day (from/to: Unix
-// seconds or RFC 3339; default the last 30 days).
-func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	parse := func(name string, def time.Time) (time.Time, error) {
-		v := q.Get(name)
-		if v == "" {
-			return def, nil
-		}
-		t, err := time.Parse(time.RFC3339, v)
-		if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
-			t, err = time.Unix(n, 0), nil
-		}
-		if err != nil || t.Unix() < minUnix || t.Unix() > maxUnix {
-			return time.Time{}, badRequest(name, fmt.Sprintf("'%s' must be Unix seconds or an RFC 3339 time, in years 1 to 9999.", name))
-		}
-		return t, nil
-	}
-	now := time.Now()
-	from, err := parse("from", now.AddDate(0, 0, -30))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	to, err := parse("to", now.Add(time.Minute))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	group := q.Get("group_by")
-	if group == "" {
-		group = "model"
-	}
-	if group != "model" && group != "day" {
-		s.writeError(w, r, badRequest("group_by", "'group_by' must be model or day."))
-		return
-	}
-	rows, err := s.store.Usage(r.Context(), q.Get("key_id"), from, to, group)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if rows == nil {
-		rows = []store.UsageRow{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "group_by": group, "from": from.Unix(), "to": to.Unix(),
-		"data": rows})
 }
