@@ -69,7 +69,7 @@ func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key,
 // rateError is the 429 of a request refused by who's rpm or tpm.
 func rateError(lim store.RateLimits, st store.RateState, who string) error {
 	msg := ""
-	if st.OverRPM {
+	if st.OverRPM || lim.TPM == nil {
 		msg = fmt.Sprintf("Rate limit reached: %s may make %d requests per minute.", who, *lim.RPM)
 	} else {
 		msg = fmt.Sprintf("Rate limit reached: %s may use %d tokens per minute (used %d).", who, *lim.TPM, st.Tokens)

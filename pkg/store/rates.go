@@ -68,7 +68,10 @@ func (s *Store) TakeRate(ctx context.Context, subject string, lim RateLimits, to
 	}
 	st.Reset = cur.Add(time.Minute).Sub(now)
 	if !st.OK {
-		st.OverRPM = lim.RPM != nil && st.Requests+1 > int64(*lim.RPM)
+		// The counts are this statement's snapshot: a request refused by the locked row (a
+		// concurrent one took the last place) may see room in them. Without a tpm limit it
+		// can only have been the rpm.
+		st.OverRPM = lim.RPM != nil && (lim.TPM == nil || st.Requests+1 > int64(*lim.RPM))
 		// Simple bound: by the next window boundary at the latest the window has moved on.
 		st.Wait = max(st.Reset, time.Second)
 	}

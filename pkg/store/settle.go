@@ -190,7 +190,7 @@ const finishSQL = `WITH input AS (
 		SELECT key_id, $19, sum(cost_usd) FROM led GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
 		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1),
 	days AS (
-		-- The same per UTC day of $24 (now), for budget periods (migration 0013).
+		-- The same per UTC day of $24 (now), for budget periods (migration 0014).
 		INSERT INTO spend_days AS sd (subject, day, shard, spent_usd)
 		-- A team's spend is kept the same way, under its id.
 		SELECT subject, ($24::timestamptz AT TIME ZONE 'UTC')::date, $19, sum(cost_usd)
