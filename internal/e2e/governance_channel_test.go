@@ -83,6 +83,17 @@ func TestChannelQuota_Issue15_4(t *testing.T) {
 	s.channel(map[string]any{"provider": "openai", "base_url": up.URL + "/v1", "models": []string{"m"},
 		"rpm": rpm, "max_concurrency": conc})
 	k := s.newKey(nil)
+	eventually(t, 30*time.Second, "the second ingress knows the channel", func() bool {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, bases[1]+"/v1/models", nil)
+		req.Header.Set("Authorization", "Bearer "+k.Key)
+		res, err := s.http.Do(req)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		return res.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`"m"`))
+	})
 	// The whole load must fall in one minute of the upstream's window, and a deferral to the
 	// next minute must outlast the job timeout: start early in a minute.
 	eventually(t, 60*time.Second, "the first 40s of a minute", func() bool {

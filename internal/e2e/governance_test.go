@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,6 +93,29 @@ func TestBudgetPeriod_Issue15_2(t *testing.T) {
 	if lifetime := obj["spent_usd"].(float64); lifetime <= 0.01 && obj["period_spent_usd"].(float64) >= lifetime {
 		t.Errorf("after the rollover: %v; want the lifetime spend above this period's", obj)
 	}
+}
+
+// channel adds a channel and waits until both ingresses serve its models (the admin change
+// reaches the other ingress by a NATS announcement).
+func (g *govStack) channel(body map[string]any) string {
+	g.t.Helper()
+	id := g.stack.channel(body)
+	k := g.newKey(map[string]any{"name": "models-probe"})
+	for _, base := range g.bases {
+		eventually(g.t, 30*time.Second, "the channel's models on "+base, func() bool {
+			saved := g.base
+			g.base = base
+			defer func() { g.base = saved }()
+			res, b := g.do(http.MethodGet, "/v1/models", k.Key, nil)
+			for _, m := range body["models"].([]string) {
+				if res.StatusCode != http.StatusOK || !strings.Contains(string(b), `"`+m+`"`) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	return id
 }
 
 // chat sends a chat completion to ingress i (mod 2).
