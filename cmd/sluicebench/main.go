@@ -307,6 +307,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			p := s.pairedRun(ctx, cfg.duration/2)
 			rep.Paired = &p
 		}
+		if ctx.Err() == nil {
+			c := s.cacheSection(ctx)
+			rep.Cache = &c
+		}
 	}
 	if cfg.sections["stream"] && ctx.Err() == nil {
 		rep.Stream = s.loadSection(ctx, "stream", true, cfg.streamConc)

@@ -22,6 +22,7 @@ type report struct {
 	OtherMax     float64      `json:"other_cores_max"`
 	Sync         []syncPoint  `json:"sync,omitempty"`
 	Paired       *paired      `json:"sync_paired_c1,omitempty"`
+	Cache        *cacheResult `json:"cache_hit_c1,omitempty"`
 	Stream       []syncPoint  `json:"stream,omitempty"`
 	Async        *asyncResult `json:"async,omitempty"`
 	Slow         *slowResult  `json:"slow,omitempty"`

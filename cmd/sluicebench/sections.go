@@ -265,3 +265,28 @@ func (s *stack) countJobs(ctx context.Context, status string, limit int) (int, e
 	}
 	return n, nil
 }
+
+// cacheResult is the response cache's hit path at c=1: the same request with
+// Cache-Control: max-age, so every request after the first is answered from the cache
+// (no worker, no upstream), beside the direct call to the fake upstream.
+type cacheResult struct {
+	Hits     loadResult `json:"hits"`
+	Direct   loadResult `json:"direct"`
+	AddedP50 float64    `json:"added_p50_ms"`
+}
+
+func (s *stack) cacheSection(ctx context.Context) cacheResult {
+	req := s.sluiceReq(false)
+	req.header = req.header.Clone()
+	req.header.Set("Cache-Control", "max-age=3600")
+	logf("cache c=1: one request repeated, answered from the response cache")
+	var r cacheResult
+	direct := load{req: s.directReq(false), conc: 1, warmup: s.cfg.warmup, dur: s.cfg.duration / 2, h2c: s.cfg.h2c}
+	r.Direct = direct.run(ctx)
+	hits := load{req: req, conc: 1, warmup: s.cfg.warmup, dur: s.cfg.duration / 2, h2c: s.cfg.h2c}
+	r.Hits = hits.run(ctx)
+	r.AddedP50 = r.Hits.Latency.P50 - r.Direct.Latency.P50
+	logf("cache c=1: hits p50 %.3f ms (%.0f req/s), direct p50 %.3f ms: the hit path adds %.3f ms", r.Hits.Latency.P50,
+		r.Hits.Rate, r.Direct.Latency.P50, r.AddedP50)
+	return r
+}

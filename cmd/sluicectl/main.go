@@ -3,9 +3,10 @@
 //	sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
 //
 //	keys     create|list|get|update|revoke
+//	teams    create|list|get|update|delete
 //	channels create|list|get|update|delete
 //	prices   list|set
-//	usage    [-key KEY_ID] [-from T] [-to T] [-group-by model|day]
+//	usage    [-key KEY_ID] [-team TEAM_ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]
 //
 // The URL defaults to $SLUICE_URL or http://127.0.0.1:8080, the token to $SLUICE_ADMIN_TOKEN.
 // Answers are printed as indented JSON; API errors go to stderr with exit status 1.
@@ -47,13 +48,17 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [flags]
-  keys create -name N [-budget USD] [-models a,b] [-rpm N] [-max-concurrency N] [-expires RFC3339]
+  keys create -name N [-budget USD] [-models a,b] [-budget-period daily|weekly|monthly|none]
+              [-rpm N] [-tpm N] [-max-concurrency N] [-expires RFC3339]
+              [-team TEAM_ID|none] [-cache-ttl SECONDS]
   keys list | keys get ID | keys update ID [same flags as create] | keys revoke ID
+  teams create -name N [-budget USD] [-budget-period P] [-models a,b] [-rpm N] [-tpm N]
+  teams list | teams get ID | teams update ID [same flags as create] | teams delete ID
   channels create -name N -provider openai|azure|anthropic|gemini|fake -base-url U [-api-key K]
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
   channels list | channels get ID | channels update ID [same flags] | channels delete ID
   prices list | prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M
-  usage [-key ID] [-from T] [-to T] [-group-by model|day]`
+  usage [-key ID] [-team ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]`
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	global := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
@@ -86,6 +91,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	switch resource + " " + verb {
 	case "keys list", "keys get", "keys revoke", "keys create", "keys update":
 		v, err = c.crud(ctx, "/admin/v1/keys", verb, "revoke", tail, keyFlags)
+	case "teams list", "teams get", "teams delete", "teams create", "teams update":
+		// A team's flags are the key flags of the same names (the API refuses the others).
+		v, err = c.crud(ctx, "/admin/v1/teams", verb, "delete", tail, keyFlags)
 	case "channels list", "channels get", "channels delete", "channels create", "channels update":
 		v, err = c.crud(ctx, "/admin/v1/channels", verb, "delete", tail, channelFlags)
 	case "prices list":
@@ -112,15 +120,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		key := fs.String("key", "", "key id")
 		from := fs.String("from", "", "from (Unix seconds or RFC 3339)")
 		to := fs.String("to", "", "to")
-		group := fs.String("group-by", "model", "model or day")
+		team := fs.String("team", "", "team id")
+		group := fs.String("group-by", "model", "model, day, key or team")
+		csvOut := fs.Bool("csv", false, "print CSV")
 		if e := fs.Parse(rest[1:]); e != nil {
 			return usageError{usage}
 		}
 		q := url.Values{"group_by": {*group}}
-		for k, val := range map[string]string{"key_id": *key, "from": *from, "to": *to} {
+		for k, val := range map[string]string{"key_id": *key, "team_id": *team, "from": *from, "to": *to} {
 			if val != "" {
 				q.Set(k, val)
 			}
+		}
+		if *csvOut {
+			q.Set("format", "csv")
+			return c.raw(ctx, "/admin/v1/usage?"+q.Encode(), out)
 		}
 		v, err = c.do(ctx, http.MethodGet, "/admin/v1/usage?"+q.Encode(), nil)
 	}
@@ -183,6 +197,10 @@ func keyFlags(args []string) (map[string]any, error) {
 	models := fs.String("models", "", "")
 	rpm := fs.Int("rpm", 0, "")
 	conc := fs.Int("max-concurrency", 0, "")
+	tpm := fs.Int("tpm", 0, "")
+	period := fs.String("budget-period", "", "")
+	team := fs.String("team", "", "")
+	cacheTTL := fs.Int("cache-ttl", 0, "")
 	expires := fs.String("expires", "", "")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{usage}
@@ -201,6 +219,23 @@ func keyFlags(args []string) (map[string]any, error) {
 			body["rpm"] = *rpm
 		case "max-concurrency":
 			body["max_concurrency"] = *conc
+		case "tpm":
+			body["tpm"] = *tpm
+		case "cache-ttl": // 0 turns the key's cache off
+			body["cache_ttl_s"] = *cacheTTL
+			if *cacheTTL == 0 {
+				body["cache_ttl_s"] = nil
+			}
+		case "team": // "none" takes the key out of its team
+			body["team_id"] = *team
+			if *team == "none" {
+				body["team_id"] = nil
+			}
+		case "budget-period": // "none" clears it
+			body["budget_period"] = *period
+			if *period == "none" {
+				body["budget_period"] = nil
+			}
 		case "expires":
 			t, e := time.Parse(time.RFC3339, *expires)
 			if e != nil {
@@ -321,4 +356,24 @@ func (c *client) do(ctx context.Context, method, path string, body any) (any, er
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error.Message)
 	}
 	return v, nil
+}
+
+// raw GETs path and copies a successful answer to out as it is (the CSV export).
+func (c *client) raw(ctx context.Context, path string, out io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))
+	}
+	_, err = io.Copy(out, io.LimitReader(resp.Body, 1<<30))
+	return err
 }

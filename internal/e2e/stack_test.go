@@ -50,6 +50,8 @@ type stack struct {
 	wcfg  worker.Config
 	icfg  ingress.Config
 	tune  func(*worker.PoolConfig)
+	// clock, if set before startIngress, is the clock of the ingresses started after.
+	clock func() time.Time
 }
 
 type stackOpts struct {
@@ -144,7 +146,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 func (s *stack) startIngress() (string, func()) {
 	var addr string
 	stop := run(s.t, "ingress", func(ctx context.Context, ln net.Listener, ready func(string)) error {
-		return ingress.Run(ctx, s.icfg, testLogger(s.t), ingress.Options{Listener: ln, Ready: ready})
+		return ingress.Run(ctx, s.icfg, testLogger(s.t), ingress.Options{Listener: ln, Ready: ready, Now: s.clock})
 	}, &addr)
 	return "http://" + addr, stop
 }

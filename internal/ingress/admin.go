@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +30,11 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("GET /admin/v1/channels/{id}", a(s.getChannel))
 	route("PATCH /admin/v1/channels/{id}", a(s.patchChannel))
 	route("DELETE /admin/v1/channels/{id}", a(s.deleteChannel))
+	route("POST /admin/v1/teams", a(s.createTeam))
+	route("GET /admin/v1/teams", a(s.listTeams))
+	route("GET /admin/v1/teams/{id}", a(s.getTeam))
+	route("PATCH /admin/v1/teams/{id}", a(s.patchTeam))
+	route("DELETE /admin/v1/teams/{id}", a(s.deleteTeam))
 	route("GET /admin/v1/prices", a(s.listPrices))
 	route("GET /admin/v1/usage", a(s.usage))
 	route("PUT /admin/v1/prices/{model...}", a(s.putPrice))
@@ -53,6 +57,10 @@ type keyFields struct {
 	RPM            nullable[int]      `json:"rpm" range:"1,2147483647"`
 	MaxConcurrency nullable[int]      `json:"max_concurrency" range:"1,2147483647"`
 	ExpiresAt      nullable[int64]    `json:"expires_at" range:"-62135596800,253402300799"`
+	TPM            nullable[int]      `json:"tpm" range:"1,2147483647"`
+	BudgetPeriod   nullable[string]   `json:"budget_period"`
+	TeamID         nullable[string]   `json:"team_id"`
+	CacheTTLS      nullable[int]      `json:"cache_ttl_s" range:"1,31536000"`
 }
 
 func (f *keyFields) apply(p *store.KeyParams) error {
@@ -80,6 +88,21 @@ func (f *keyFields) apply(p *store.KeyParams) error {
 	if f.MaxConcurrency.Set {
 		p.MaxConcurrency = f.MaxConcurrency.Value
 	}
+	if f.TPM.Set {
+		p.TPM = f.TPM.Value
+	}
+	if f.BudgetPeriod.Set {
+		if v := f.BudgetPeriod.Value; v != nil && !store.ValidPeriod(*v) {
+			return badRequest("budget_period", "'budget_period' must be null, \"daily\", \"weekly\" or \"monthly\".")
+		}
+		p.BudgetPeriod = f.BudgetPeriod.Value
+	}
+	if f.TeamID.Set {
+		p.TeamID = f.TeamID.Value
+	}
+	if f.CacheTTLS.Set {
+		p.CacheTTLS = f.CacheTTLS.Value
+	}
 	if f.ExpiresAt.Set {
 		p.ExpiresAt = nil
 		if f.ExpiresAt.Value != nil {
@@ -100,6 +123,23 @@ func checkModelNames(param string, names []string) error {
 	return nil
 }
 
+// spendFields are the budget members of a key or team object at now: spent_usd is the
+// lifetime spend, period_spent_usd the spend of the current budget period (the lifetime's
+// without one), period_start when that period began (null without one).
+func spendFields(o map[string]any, sp store.Spend, now time.Time) {
+	o["budget_usd"], o["budget_period"], o["spent_usd"] = sp.BudgetUSD, sp.Period, sp.SpentUSD
+	o["period_spent_usd"], o["period_start"] = sp.PeriodSpent(now), nil
+	if sp.Period != nil {
+		o["period_start"] = store.PeriodStart(sp.Period, now).Unix()
+	}
+}
+
+func (s *Server) keyObject(k *store.Key) map[string]any {
+	o := keyObject(k)
+	spendFields(o, k.Spend(), s.now())
+	return o
+}
+
 func keyObject(k *store.Key) map[string]any {
 	unix := func(t *time.Time) any {
 		if t == nil {
@@ -109,7 +149,8 @@ func keyObject(k *store.Key) map[string]any {
 	}
 	return map[string]any{"id": k.ID, "object": "api_key", "name": k.Name, "key_hint": k.Hint,
 		"budget_usd": k.BudgetUSD, "spent_usd": k.SpentUSD, "models": k.Models, "rpm": k.RPM,
-		"max_concurrency": k.MaxConcurrency, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
+		"max_concurrency": k.MaxConcurrency, "tpm": k.TPM, "team_id": k.TeamID,
+		"cache_ttl_s": k.CacheTTLS, "expires_at": unix(k.ExpiresAt), "created_at": k.CreatedAt.Unix(),
 		"revoked_at": unix(k.RevokedAt)}
 }
 
@@ -128,7 +169,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	o := keyObject(&k)
+	o := s.keyObject(&k)
 	o["key"], o["webhook_secret"] = sec.Key.Reveal(), sec.WebhookSecret.Reveal()
 	writeJSON(w, http.StatusCreated, o)
 }
@@ -141,7 +182,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	data := make([]any, 0, len(keys))
 	for i := range keys {
-		data = append(data, keyObject(&keys[i]))
+		data = append(data, s.keyObject(&keys[i]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
@@ -152,7 +193,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) {
 		s.writeAdminError(w, r, "key", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +207,8 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := store.KeyParams{Name: k.Name, BudgetUSD: k.BudgetUSD, Models: k.Models, RPM: k.RPM,
-		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt}
+		MaxConcurrency: k.MaxConcurrency, ExpiresAt: k.ExpiresAt, TPM: k.TPM, BudgetPeriod: k.BudgetPeriod,
+		TeamID: k.TeamID, CacheTTLS: k.CacheTTLS}
 	if err := f.apply(&p); err != nil {
 		s.writeError(w, r, err)
 		return
@@ -176,7 +218,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.keys.forget(k.ID)
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
@@ -186,7 +228,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.keys.forget(k.ID)
-	writeJSON(w, http.StatusOK, keyObject(&k))
+	writeJSON(w, http.StatusOK, s.keyObject(&k))
 }
 
 func (s *Server) listPrices(w http.ResponseWriter, r *http.Request) {
@@ -237,53 +279,4 @@ func (s *Server) writeAdminError(w http.ResponseWriter, r *http.Request, what st
 		return
 	}
 	s.writeError(w, r, err)
-}
-
-// usage serves GET /admin/v1/usage?key_id=&from=&to=&group_by=model|day (from/to: Unix
-// seconds or RFC 3339; default the last 30 days).
-func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	parse := func(name string, def time.Time) (time.Time, error) {
-		v := q.Get(name)
-		if v == "" {
-			return def, nil
-		}
-		t, err := time.Parse(time.RFC3339, v)
-		if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
-			t, err = time.Unix(n, 0), nil
-		}
-		if err != nil || t.Unix() < minUnix || t.Unix() > maxUnix {
-			return time.Time{}, badRequest(name, fmt.Sprintf("'%s' must be Unix seconds or an RFC 3339 time, in years 1 to 9999.", name))
-		}
-		return t, nil
-	}
-	now := time.Now()
-	from, err := parse("from", now.AddDate(0, 0, -30))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	to, err := parse("to", now.Add(time.Minute))
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	group := q.Get("group_by")
-	if group == "" {
-		group = "model"
-	}
-	if group != "model" && group != "day" {
-		s.writeError(w, r, badRequest("group_by", "'group_by' must be model or day."))
-		return
-	}
-	rows, err := s.store.Usage(r.Context(), q.Get("key_id"), from, to, group)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if rows == nil {
-		rows = []store.UsageRow{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "group_by": group, "from": from.Unix(), "to": to.Unix(),
-		"data": rows})
 }

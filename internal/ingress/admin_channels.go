@@ -27,6 +27,9 @@ type channelFields struct {
 	Enabled  *bool              `json:"enabled"`
 	// MaxConcurrency caps the channel's upstream calls in flight per worker process.
 	MaxConcurrency nullable[int] `json:"max_concurrency" range:"1,1000000"`
+	// RPM and TPM are the upstream account's quotas, paced across every worker.
+	RPM nullable[int] `json:"rpm" range:"1,2147483647"`
+	TPM nullable[int] `json:"tpm" range:"1,2147483647"`
 }
 
 // apply sets p's fields from f and checks the result. hasKey says whether the channel
@@ -64,6 +67,12 @@ func (f *channelFields) apply(p *store.ChannelParams, creating, hasKey bool) err
 	}
 	if f.MaxConcurrency.Set {
 		p.MaxConcurrency = f.MaxConcurrency.Value
+	}
+	if f.RPM.Set {
+		p.RPM = f.RPM.Value
+	}
+	if f.TPM.Set {
+		p.TPM = f.TPM.Value
 	}
 	switch {
 	case strings.TrimSpace(p.Name) == "":
@@ -180,7 +189,7 @@ func channelObject(ch *store.Channel) map[string]any {
 	return map[string]any{"id": ch.ID, "object": "channel", "name": ch.Name, "provider": ch.Provider,
 		"base_url": ch.BaseURL, "api_key": ch.APIKeyHint, "models": ch.Models, "model_map": ch.ModelMap,
 		"priority": ch.Priority, "weight": ch.Weight, "enabled": ch.Enabled, "disabled_reason": ch.DisabledReason,
-		"max_concurrency": ch.MaxConcurrency, "created_at": ch.CreatedAt.Unix(), "updated_at": ch.UpdatedAt.Unix()}
+		"max_concurrency": ch.MaxConcurrency, "rpm": ch.RPM, "tpm": ch.TPM, "created_at": ch.CreatedAt.Unix(), "updated_at": ch.UpdatedAt.Unix()}
 }
 
 func (s *Server) listChannels(w http.ResponseWriter, r *http.Request) {
@@ -217,7 +226,7 @@ func (s *Server) patchChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	p := store.ChannelParams{Name: ch.Name, Provider: ch.Provider, BaseURL: ch.BaseURL, Models: ch.Models,
 		ModelMap: ch.ModelMap, Priority: ch.Priority, Weight: ch.Weight, Enabled: ch.Enabled,
-		MaxConcurrency: ch.MaxConcurrency}
+		MaxConcurrency: ch.MaxConcurrency, RPM: ch.RPM, TPM: ch.TPM}
 	if err := f.apply(&p, false, ch.APIKey != ""); err != nil {
 		s.writeError(w, r, err)
 		return

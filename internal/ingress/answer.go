@@ -31,6 +31,8 @@ type answer struct {
 	broken bool
 	// resp follows a Responses stream, which ends in response.failed rather than an error.
 	resp *responsesStream
+	// cache, if set, collects the answer for the response cache.
+	cache *cacheFill
 }
 
 func newAnswer(s *Server, w http.ResponseWriter, r *http.Request, job *jobs.Job) *answer {
@@ -108,6 +110,9 @@ func (a *answer) event(name string, data []byte) {
 	if a.resp != nil {
 		a.resp.observe(data)
 	}
+	if a.cache != nil {
+		a.cache.event(a.s.cache, name, data)
+	}
 	if _, err := a.w.Write(buf.Bytes()); err != nil {
 		a.broken = true
 		return
@@ -127,6 +132,7 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 				_, _ = io.WriteString(a.w, "data: [DONE]\n\n")
 			}
 			_ = http.NewResponseController(a.w).Flush()
+			a.storeCache(f, nil)
 			return
 		}
 		a.streamError(f.Error)
@@ -156,6 +162,7 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	a.w.Header().Set("Content-Type", "application/json")
 	a.w.WriteHeader(f.StatusCode)
 	_, _ = a.w.Write(body)
+	a.storeCache(f, body)
 }
 
 // awaitStore waits, checking Postgres every second, for a job whose final reply may have

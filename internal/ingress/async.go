@@ -182,7 +182,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 	now := time.Now()
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: sub.Endpoint, Model: sub.model, Body: sub.Body,
 		Async: true, CreatedAt: now, Deadline: now.Add(timeout), HoldsSlot: key.MaxConcurrency != nil}
-	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
+	if err := s.limit(r.Context(), w, key, job); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

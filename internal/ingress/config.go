@@ -32,6 +32,12 @@ type Config struct {
 	// own (the same address serves both); the public port then answers them 404.
 	MetricsAddr string `env:"METRICS_ADDR"`
 	AdminAddr   string `env:"ADMIN_ADDR"`
+	// CacheMaxBytes bounds the response cache (the JetStream KV bucket SLUICE_CACHE); 0
+	// turns the cache off. CacheMaxTTL is the longest an answer is cached, whatever the
+	// request or key asks; CacheMaxEntryBytes the largest answer cached.
+	CacheMaxBytes      int64         `env:"CACHE_MAX_BYTES" envDefault:"268435456"`
+	CacheMaxTTL        time.Duration `env:"CACHE_MAX_TTL" envDefault:"24h"`
+	CacheMaxEntryBytes int           `env:"CACHE_MAX_ENTRY_BYTES" envDefault:"921600"`
 }
 
 // Validate reports every out-of-range setting at once.
@@ -47,6 +53,10 @@ func (c *Config) Validate() error {
 	check(c.MaxConnsPerIP >= 0, "INGRESS_MAX_CONNS_PER_IP=%d: want 0 (no cap) or more", c.MaxConnsPerIP)
 	check(c.MetricsAddr == "" || c.MetricsAddr != c.Addr, "METRICS_ADDR=%s: want an address other than INGRESS_ADDR", c.MetricsAddr)
 	check(c.AdminAddr == "" || c.AdminAddr != c.Addr, "ADMIN_ADDR=%s: want an address other than INGRESS_ADDR", c.AdminAddr)
+	check(c.CacheMaxBytes >= 0, "CACHE_MAX_BYTES=%d: want 0 (no cache) or more", c.CacheMaxBytes)
+	check(c.CacheMaxTTL >= time.Second, "CACHE_MAX_TTL=%s: want at least 1s", c.CacheMaxTTL)
+	check(c.CacheMaxEntryBytes >= 1024 && c.CacheMaxEntryBytes <= 64<<20,
+		"CACHE_MAX_ENTRY_BYTES=%d: want 1024 to 67108864", c.CacheMaxEntryBytes)
 	check(len(c.AdminToken) >= 16, "SLUICE_ADMIN_TOKEN: want at least 16 characters")
 	return errors.Join(errs()...)
 }

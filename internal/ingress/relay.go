@@ -14,8 +14,8 @@ import (
 )
 
 // admit checks the key may use the model: 404 if nobody serves it (whatever the key's
-// allowlist, as OpenAI answers an unknown model), 403 if it exists but the key may not use
-// it, 429 once the budget is spent.
+// allowlist, as OpenAI answers an unknown model), 403 if it exists but the key or its team
+// may not use it, 429 once the key's or the team's budget (of the current period) is spent.
 func (s *Server) admit(k *store.Key, model string) error {
 	if !s.router.Has(model) {
 		return &jobs.APIError{Status: http.StatusNotFound, Type: "not_found_error", Code: "model_not_found",
@@ -25,41 +25,19 @@ func (s *Server) admit(k *store.Key, model string) error {
 		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
 			Param: "model", Message: fmt.Sprintf("This API key may not use the model %q.", model)}
 	}
-	if k.OverBudget() {
+	if t := k.Team; t != nil && !t.AllowsModel(model) {
+		return &jobs.APIError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Param: "model", Message: fmt.Sprintf("This API key's team may not use the model %q.", model)}
+	}
+	now := s.now()
+	if k.OverBudget(now) {
 		return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"You exceeded your current quota: this API key's budget is spent.")
 	}
-	return nil
-}
-
-// limit applies the key's rpm and max_concurrency limits to a new job (429
-// rate_limit_exceeded with Retry-After when over). A slot taken here is freed when the job's
-// row ends, or by the caller with store.ReleaseSlot if the job is never accepted.
-func (s *Server) limit(ctx context.Context, k *store.Key, jobID string, deadline time.Time) error {
-	if k.RPM != nil {
-		ok, wait, err := s.store.AllowRequest(ctx, k.ID, *k.RPM, time.Now())
-		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
-		}
-		if !ok {
-			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
-				fmt.Sprintf("Rate limit reached: this API key may make %d requests per minute.", *k.RPM))
-			e.RetryAfter = int(wait.Round(time.Second).Seconds())
-			return e
-		}
-	}
-	if k.MaxConcurrency != nil {
-		// The slot outlives the deadline as long as the worker may still be recording and
-		// the sweeper has not yet ended the job (its row's end frees the slot sooner).
-		ok, err := s.store.AcquireSlot(ctx, k.ID, jobID, *k.MaxConcurrency, deadline.Add(s.cfg.Queue().SlotHold()))
-		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
-		}
-		if !ok {
-			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",
-				fmt.Sprintf("Concurrency limit reached: this API key may run %d jobs at once.", *k.MaxConcurrency))
-			e.RetryAfter = 1
-			return e
+	if t := k.Team; t != nil {
+		if sp := t.Spend(); sp.Over(now) {
+			return apiError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
+				"You exceeded your current quota: this API key's team's budget is spent.")
 		}
 	}
 	return nil
@@ -109,6 +87,17 @@ func preferAsync(r *http.Request) bool {
 
 // runSync publishes a job and writes its answer as the worker replies.
 func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key, endpoint string, p *parsed) {
+	var fill *cacheFill
+	if ttl := s.cacheTTL(r, key); ttl > 0 {
+		if name, ok := cacheKey(key.ID, endpoint, p.stream, p.body); ok {
+			if e, hit := s.cache.get(r.Context(), name, s.now()); hit {
+				s.serveHit(w, r, key, endpoint, p, e)
+				return
+			}
+			w.Header().Set("Sluice-Cache", "miss")
+			fill = &cacheFill{name: name, ttl: ttl}
+		}
+	}
 	select {
 	case s.waiting <- struct{}{}:
 		defer func() { <-s.waiting }()
@@ -120,7 +109,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	job := &jobs.Job{ID: ids.NewAt("job", now), KeyID: key.ID, Endpoint: endpoint, Model: p.model, Body: p.body,
 		Stream: p.stream, WantUsageChunk: p.wantUsage, CreatedAt: now, Deadline: now.Add(s.cfg.JobTimeout),
 		HoldsSlot: key.MaxConcurrency != nil}
-	if err := s.limit(r.Context(), key, job.ID, job.Deadline); err != nil {
+	if err := s.limit(r.Context(), w, key, job); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -150,6 +139,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		return
 	}
 	a := newAnswer(s, w, r, job)
+	a.cache = fill
 	// Wait a little past the deadline: the worker's own timeout answer is more precise.
 	timer := time.NewTimer(time.Until(job.Deadline) + 2*time.Second)
 	defer timer.Stop()

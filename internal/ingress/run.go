@@ -27,6 +27,9 @@ type Options struct {
 	Listener net.Listener
 	// Ready, if set, is called with the served address once the API accepts requests.
 	Ready func(addr string)
+	// Now, if set, is the clock rate windows and budget periods are read by (tests move it
+	// forward instead of waiting a day).
+	Now func() time.Time
 }
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
@@ -72,6 +75,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	ostream, err := jobs.EnsureOutcomeStream(ctx, js, cfg.Queue())
 	if err != nil {
 		return err
+	}
+	var cache *respCache
+	if cfg.CacheMaxBytes > 0 {
+		// An entry must fit one NATS message.
+		cfg.CacheMaxEntryBytes = min(cfg.CacheMaxEntryBytes, int(nc.MaxPayload())-1024)
+		if cache, err = ensureCache(ctx, js, &cfg); err != nil {
+			return fmt.Errorf("response cache bucket: %w", err)
+		}
 	}
 	mux, err := jobs.NewMux(nc)
 	if err != nil {
@@ -121,7 +132,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: newQueuer(st, pub)}
+		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now,
+		cache: cache}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

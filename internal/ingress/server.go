@@ -48,6 +48,18 @@ type Server struct {
 	// reads holds a token per job read in progress (readSlots).
 	reads     chan struct{}
 	readsOnce sync.Once
+	// cache is the response cache; nil when CACHE_MAX_BYTES is 0.
+	cache *respCache
+	// clock, if set, replaces time.Now for rate windows and budget periods (tests).
+	clock func() time.Time
+}
+
+// now is the time by s's clock.
+func (s *Server) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
 }
 
 type metrics struct {

@@ -28,6 +28,7 @@ type caller struct {
 	cfg     PoolConfig
 	router  *route.Router
 	rec     channelDisabler
+	limits  channelLimiter // nil: channels' quotas are not paced (tests without Postgres)
 	nc      *nats.Conn
 	metrics *Metrics
 }
@@ -90,7 +91,16 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 			attempt--
 			continue
 		}
+		paced, wait, free := c.pace(ctx, log, job, rt)
+		if !free { // the channel's quota is used up for now: defer it, pick again, no attempt spent
+			release()
+			c.router.Defer(rt.Channel.ID, wait)
+			c.metrics.deferred.Inc()
+			attempt--
+			continue
+		}
 		res, err := c.call(ctx, job, rt, emit)
+		paced(res)
 		release()
 		if err == nil {
 			out := success(job, res, emitted, rt.Channel.ID)

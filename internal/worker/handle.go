@@ -116,7 +116,11 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		return
 	}
 	kctx, cancelKey := context.WithTimeout(recordCtx, 2*time.Second)
-	refused := p.keys.refuse(kctx, job.KeyID, time.Now())
+	now := time.Now
+	if p.cfg.Now != nil {
+		now = p.cfg.Now
+	}
+	refused := p.keys.refuse(kctx, job.KeyID, now())
 	cancelKey()
 	if refused != nil { // revoked, expired, gone or over budget while the job was queued
 		d.log.InfoContext(ctx, "job refused at pick-up", "code", refused.Code)

@@ -63,9 +63,12 @@ func (c *keyCheck) refuse(ctx context.Context, keyID string, now time.Time) *job
 	case !ck.key.Usable(now):
 		return jobs.NewError(http.StatusUnauthorized, "authentication_error", "invalid_api_key",
 			"The job's API key was revoked or expired after the job was accepted; it did not run.")
-	case ck.key.OverBudget():
+	case ck.key.OverBudget(now):
 		return jobs.NewError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
 			"The API key's budget was spent while the job was queued; it did not run.")
+	case ck.key.Team != nil && teamOver(ck.key.Team, now):
+		return jobs.NewError(http.StatusTooManyRequests, "insufficient_quota", "insufficient_quota",
+			"The API key's team's budget was spent while the job was queued; it did not run.")
 	}
 	return nil
 }
@@ -79,7 +82,7 @@ func (c *keyCheck) charged(id string, cost float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ck, ok := c.m[id]; ok && !ck.missing {
-		ck.key.SpentUSD += cost
+		ck.key.Charge(cost, time.Now())
 		c.m[id] = ck
 	}
 }
@@ -101,4 +104,9 @@ func (c *keyCheck) put(id string, ck cachedKey) {
 		clear(c.m)
 	}
 	c.m[id] = ck
+}
+
+func teamOver(t *store.Team, now time.Time) bool {
+	sp := t.Spend()
+	return sp.Over(now)
 }

@@ -12,6 +12,8 @@ type Metrics struct {
 	slots    prometheus.Gauge
 	// overShare counts jobs returned to the queue because their key held its share of the slots.
 	overShare prometheus.Counter
+	// deferred counts calls held back because their channel's quota was used up.
+	deferred prometheus.Counter
 }
 
 // NewMetrics registers the worker's collectors on reg.
@@ -34,9 +36,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_worker_over_share_total",
 			Help: "Jobs returned to the queue because their API key held its share (WORKER_KEY_SHARE) of the slots.",
 		}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_worker_channel_deferrals_total",
+			Help: "Upstream calls held back because their channel's rpm, tpm or max_concurrency (across workers) was used up.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.jobs, m.upstream, m.busy, m.slots, m.overShare)
+		reg.MustRegister(m.jobs, m.upstream, m.busy, m.slots, m.overShare, m.deferred)
 	}
 	return m
 }

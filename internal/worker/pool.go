@@ -42,6 +42,8 @@ type PoolConfig struct {
 	RetryMax      time.Duration // cap on one backoff (5s)
 	FetchWait     time.Duration // longest wait of one pull request (5s)
 	KeyCacheTTL   time.Duration // how long a key read at pick-up is trusted (10s)
+	// Now, if set, is the clock budget periods are judged by at pick-up (tests move it).
+	Now func() time.Time
 	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
 	// turns the cap off).
 	KeyShare float64
@@ -124,7 +126,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 		held:   newHeld(cfg.Queue.JobTimeout),
 		keys:   newKeyCheck(cfg.KeyCacheTTL, rec.KeyByID),
 		shares: newShares(int(math.Ceil(cfg.KeyShare * float64(cfg.Concurrency)))),
-		caller: &caller{cfg: cfg, router: router, rec: rec, nc: nc, metrics: metrics},
+		caller: &caller{cfg: cfg, router: router, rec: rec, limits: limiterOf(rec), nc: nc, metrics: metrics},
 		policy: deliveryPolicy{maxDeliver: cfg.Queue.MaxDeliver},
 		settle: batch.New(rec.FinishJobs, batch.Options{}),
 		start:  batch.New(rec.StartJobs, batch.Options{})}
@@ -223,4 +225,10 @@ func (p *Pool) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int 
 		}
 	}
 	return n
+}
+
+// limiterOf is rec's channelLimiter, if it is one.
+func limiterOf(rec Recorder) channelLimiter {
+	l, _ := rec.(channelLimiter)
+	return l
 }

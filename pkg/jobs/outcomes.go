@@ -102,6 +102,7 @@ const (
 	outJob
 	outAsync
 	outHoldsSlot
+	outCacheHit
 )
 
 // EncodeOutcome is the message data of o, in a binary layout (the response and error JSON
@@ -110,7 +111,7 @@ const (
 //	version | flags | uvarint status code | job id | status | channel id | upstream model |
 //	error | response [| varint prompt, completion tokens]
 //	[| key id | endpoint | model | webhook url | varint created, deadline (unix ns) |
-//	   uvarint attempt | request | uvarint metadata pairs, key | value …]
+//	   uvarint attempt | varint reserved tokens | request | uvarint metadata pairs, key | value …]
 //
 // with each string and byte field uvarint-length-prefixed.
 func EncodeOutcome(o *store.Outcome) ([]byte, error) {
@@ -123,6 +124,9 @@ func EncodeOutcome(o *store.Outcome) ([]byte, error) {
 	}
 	if o.Charge {
 		flags |= outCharge
+	}
+	if o.CacheHit {
+		flags |= outCacheHit
 	}
 	j := o.Job
 	if j != nil {
@@ -153,6 +157,7 @@ func EncodeOutcome(o *store.Outcome) ([]byte, error) {
 		b = binary.AppendVarint(b, j.CreatedAt.UnixNano())
 		b = binary.AppendVarint(b, j.Deadline.UnixNano())
 		b = binary.AppendUvarint(b, uint64(max(j.Attempt, 0)))
+		b = binary.AppendVarint(b, j.ReservedTokens)
 		b = appendBytes(b, j.Request)
 		b = binary.AppendUvarint(b, uint64(len(j.Metadata)))
 		for k, v := range j.Metadata {
@@ -175,7 +180,8 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 	}
 	flags := r.byte()
 	o := store.Outcome{StatusCode: r.int(), JobID: r.string(), Status: r.string(), ChannelID: r.string(),
-		UpstreamModel: r.string(), Error: r.bytes(), Response: r.bytes(), Charge: flags&outCharge != 0}
+		UpstreamModel: r.string(), Error: r.bytes(), Response: r.bytes(), Charge: flags&outCharge != 0,
+		CacheHit: flags&outCacheHit != 0}
 	if flags&outUsage != 0 {
 		o.Usage = &tokens.Usage{PromptTokens: r.varint(), CompletionTokens: r.varint(), Estimated: flags&outEstimated != 0}
 	}
@@ -184,6 +190,7 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 			Async: flags&outAsync != 0, HoldsSlot: flags&outHoldsSlot != 0}
 		j.CreatedAt, j.Deadline = time.Unix(0, r.varint()).UTC(), time.Unix(0, r.varint()).UTC()
 		j.Attempt = r.int()
+		j.ReservedTokens = r.varint()
 		j.Request = r.bytes()
 		if n := r.int(); n > 0 && n <= len(r.b) {
 			j.Metadata = make(map[string]string, n)
@@ -196,7 +203,7 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 		}
 		o.Job = j
 	}
-	if r.bad || len(r.b) > 0 || flags&^(outHoldsSlot<<1-1) != 0 || o.JobID == "" || o.Status == "" {
+	if r.bad || len(r.b) > 0 || flags&^(outCacheHit<<1-1) != 0 || o.JobID == "" || o.Status == "" {
 		return store.Outcome{}, errors.New("decode outcome: malformed")
 	}
 	return o, nil

@@ -19,10 +19,10 @@ func TestOutcomeWire_Issue10(t *testing.T) {
 	now := time.Now().UTC()
 	full := store.Outcome{JobID: "job_1", Status: store.StatusSucceeded, StatusCode: 200, ChannelID: "ch_1",
 		UpstreamModel: "gpt-x", Response: json.RawMessage("{\"a\": \"\xff\"}"), Error: json.RawMessage(`{"message":"m"}`),
-		Usage: &tokens.Usage{PromptTokens: 12, CompletionTokens: 34, Estimated: true}, Charge: true,
+		Usage: &tokens.Usage{PromptTokens: 12, CompletionTokens: 34, Estimated: true}, Charge: true, CacheHit: true,
 		Job: &store.NewJob{ID: "job_1", KeyID: "key_1", Endpoint: jobs.EndpointChat, Model: "m", Async: true,
 			Request: json.RawMessage(`{"q":1}`), Metadata: map[string]string{"a": "b", "c": ""}, WebhookURL: "https://h/x",
-			CreatedAt: now, Deadline: now.Add(time.Minute), Attempt: 3, HoldsSlot: true}}
+			CreatedAt: now, Deadline: now.Add(time.Minute), Attempt: 3, HoldsSlot: true, ReservedTokens: 77}}
 	bare := store.Outcome{JobID: "job_2", Status: store.StatusFailed, StatusCode: 502}
 	for _, o := range []store.Outcome{full, bare} {
 		b, err := jobs.EncodeOutcome(&o)

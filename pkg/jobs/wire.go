@@ -36,9 +36,12 @@ type Job struct {
 	// Async jobs have a row in Postgres before they are published.
 	Async bool `json:"async,omitempty"`
 	// HoldsSlot is true when the job took one of its key's max_concurrency slots.
-	HoldsSlot bool      `json:"holds_slot,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	Deadline  time.Time `json:"deadline"`
+	HoldsSlot bool `json:"holds_slot,omitempty"`
+	// ReservedTokens is true when admission counted tokens.Admission(len(Body)) tokens
+	// against a tokens-per-minute limit, which settlement corrects to the reported usage.
+	ReservedTokens bool      `json:"reserved_tokens,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	Deadline       time.Time `json:"deadline"`
 	// Reply is the subject the answer goes to; empty for async jobs.
 	Reply string `json:"reply,omitempty"`
 
@@ -62,12 +65,13 @@ const (
 	flagWantUsageChunk
 	flagAsync
 	flagHoldsSlot
+	flagReservedTokens
 )
 
 // Encode returns the job's wire form. The body is not copied into anything but the result.
 func (j *Job) Encode() ([]byte, error) {
 	var flags byte
-	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot} {
+	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens} {
 		if on {
 			flags |= 1 << bit
 		}
@@ -130,11 +134,11 @@ func decodeV1(data []byte) (*Job, error) {
 	created, deadline := r.varint(), r.varint()
 	j := &Job{ID: r.string(), KeyID: r.string(), Endpoint: r.string(), Model: r.string(), Reply: r.string(),
 		Stream: flags&flagStream != 0, WantUsageChunk: flags&flagWantUsageChunk != 0, Async: flags&flagAsync != 0,
-		HoldsSlot: flags&flagHoldsSlot != 0}
+		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0}
 	switch {
 	case r.bad:
 		return nil, errors.New("truncated")
-	case flags>>4 != 0:
+	case flags>>5 != 0:
 		return nil, fmt.Errorf("unknown flags %#x", flags)
 	case len(r.b) > 0 && !json.Valid(r.b):
 		return nil, errors.New("body is not JSON")
@@ -322,6 +326,9 @@ func decodeFinal(b []byte) (*Final, error) {
 func (j *Job) Row(attempt int) store.NewJob {
 	row := store.NewJob{ID: j.ID, KeyID: j.KeyID, Endpoint: j.Endpoint, Model: j.Model, Async: j.Async,
 		CreatedAt: j.CreatedAt, Deadline: j.Deadline, Attempt: attempt, HoldsSlot: j.HoldsSlot}
+	if j.ReservedTokens {
+		row.ReservedTokens = tokens.Admission(len(j.Body))
+	}
 	if j.Async {
 		row.Request = j.Body
 	}

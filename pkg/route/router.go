@@ -296,6 +296,17 @@ func (r *Router) Failed(channelID string, retryAfter time.Duration) {
 	}
 }
 
+// Defer holds a channel back in this process for d without counting a failure: its quota
+// (rpm, tpm, max_concurrency across workers) is used up for now. Pick passes it over for
+// another channel, or reports the wait when it is the only one.
+func (r *Router) Defer(channelID string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if until := r.now().Add(d); until.After(r.cool[channelID]) {
+		r.cool[channelID] = until
+	}
+}
+
 // Succeeded closes a channel's circuit.
 func (r *Router) Succeeded(channelID string) {
 	r.mu.RLock()

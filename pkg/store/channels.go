@@ -25,11 +25,15 @@ type Channel struct {
 	Weight         int               `json:"weight"`
 	Enabled        bool              `json:"enabled"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
-	// MaxConcurrency caps this channel's upstream calls in flight in each worker process
-	// (nil: no cap beyond the worker's slots).
-	MaxConcurrency *int      `json:"max_concurrency"`
-	CreatedAt      time.Time `json:"-"`
-	UpdatedAt      time.Time `json:"-"`
+	// MaxConcurrency caps this channel's upstream calls in flight, across every worker
+	// (nil: no cap beyond the workers' slots).
+	MaxConcurrency *int `json:"max_concurrency"`
+	// RPM and TPM are the upstream account's requests and tokens per minute (nil: none),
+	// which the workers pace their calls to.
+	RPM       *int      `json:"rpm"`
+	TPM       *int      `json:"tpm"`
+	CreatedAt time.Time `json:"-"`
+	UpdatedAt time.Time `json:"-"`
 
 	// KeyUnreadable is set when the stored upstream key cannot be opened with any configured
 	// encryption key (ErrUnsealable); APIKey is then empty and the channel must not be used.
@@ -48,12 +52,13 @@ type ChannelParams struct {
 	Priority int
 	Weight   int
 	Enabled  bool
-	// MaxConcurrency is nil for no cap.
+	// MaxConcurrency, RPM and TPM are nil for no cap.
 	MaxConcurrency *int
+	RPM, TPM       *int
 }
 
 const channelColumns = `id, name, provider, base_url, api_key, api_key_hint, models, model_map, priority,
-	weight, enabled, disabled_reason, created_at, updated_at, max_concurrency`
+	weight, enabled, disabled_reason, created_at, updated_at, max_concurrency, rpm, tpm`
 
 // CreateChannel stores a new channel; its upstream key is sealed.
 func (s *Store) CreateChannel(ctx context.Context, p ChannelParams) (Channel, error) {
@@ -63,10 +68,11 @@ func (s *Store) CreateChannel(ctx context.Context, p ChannelParams) (Channel, er
 		sealed, hint = s.sealer.Seal(p.APIKey.Reveal()), p.APIKey.Hint()
 	}
 	return s.oneChannel(ctx, `INSERT INTO channels
-		(id, name, provider, base_url, api_key, api_key_hint, models, model_map, priority, weight, enabled, max_concurrency)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING `+channelColumns,
+		(id, name, provider, base_url, api_key, api_key_hint, models, model_map, priority, weight, enabled, max_concurrency,
+			rpm, tpm)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING `+channelColumns,
 		ids.New("ch"), p.Name, p.Provider, p.BaseURL, sealed, hint, nonNil(p.Models), nonNilMap(p.ModelMap),
-		p.Priority, max(p.Weight, 1), p.Enabled, p.MaxConcurrency)
+		p.Priority, max(p.Weight, 1), p.Enabled, p.MaxConcurrency, p.RPM, p.TPM)
 }
 
 // UpdateChannel replaces a channel's fields. Enabling a channel clears its disabled reason.
@@ -81,10 +87,11 @@ func (s *Store) UpdateChannel(ctx context.Context, id string, p ChannelParams) (
 		api_key = CASE WHEN $5::bool THEN $6 ELSE api_key END,
 		api_key_hint = CASE WHEN $5::bool THEN $7 ELSE api_key_hint END,
 		models = $8, model_map = $9, priority = $10, weight = $11, enabled = $12,
-		disabled_reason = CASE WHEN $12 THEN '' ELSE disabled_reason END, max_concurrency = $13, updated_at = now()
+		disabled_reason = CASE WHEN $12 THEN '' ELSE disabled_reason END, max_concurrency = $13, rpm = $14, tpm = $15,
+		updated_at = now()
 		WHERE id = $1 RETURNING `+channelColumns,
 		id, p.Name, p.Provider, p.BaseURL, p.APIKey != nil, sealed, hint, nonNil(p.Models), nonNilMap(p.ModelMap),
-		p.Priority, max(p.Weight, 1), p.Enabled, p.MaxConcurrency)
+		p.Priority, max(p.Weight, 1), p.Enabled, p.MaxConcurrency, p.RPM, p.TPM)
 }
 
 // DisableChannel turns a channel off and records why (for example, the upstream rejected its key).
@@ -147,7 +154,7 @@ func (s *Store) collectChannels(rows pgx.Rows) ([]Channel, error) {
 		var sealed []byte
 		if err := rows.Scan(&c.ID, &c.Name, &c.Provider, &c.BaseURL, &sealed, &c.APIKeyHint, &c.Models,
 			&c.ModelMap, &c.Priority, &c.Weight, &c.Enabled, &c.DisabledReason, &c.CreatedAt, &c.UpdatedAt,
-			&c.MaxConcurrency); err != nil {
+			&c.MaxConcurrency, &c.RPM, &c.TPM); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("scan channel: %w", err)
 		}

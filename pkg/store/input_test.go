@@ -57,7 +57,7 @@ func TestInputRejectionsArePermanent_Issue17_1(t *testing.T) {
 			return db.Store.SetPrice(ctx, store.Price{Model: "m", InputPerMTok: 1e30})
 		}},
 		{"usage of an invalid UTF-8 key id", func(ctx context.Context) error {
-			_, err := db.Store.Usage(ctx, "\xff", now.Add(-time.Hour), now, "model")
+			_, err := db.Store.Usage(ctx, store.UsageFilter{KeyID: "\xff", From: now.Add(-time.Hour), To: now}, "model")
 			return err
 		}},
 		{"job by NUL id", func(ctx context.Context) error { _, err := db.Store.Job(ctx, k.ID, "job_\x00"); return err }},

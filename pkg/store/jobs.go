@@ -72,6 +72,9 @@ type NewJob struct {
 	// HoldsSlot is true when the job took one of its key's max_concurrency slots, which
 	// the job's row frees when it ends.
 	HoldsSlot bool
+	// ReservedTokens is what admission counted against the key's (and its team's)
+	// tokens-per-minute windows; settlement corrects the window by the reported usage.
+	ReservedTokens int64 `json:",omitempty"`
 }
 
 // CreateQueuedJob inserts an async job as queued, before it is published, so that it reads

@@ -26,7 +26,38 @@ type Key struct {
 	ExpiresAt      *time.Time `db:"expires_at"`
 	CreatedAt      time.Time  `db:"created_at"`
 	RevokedAt      *time.Time `db:"revoked_at"`
+	TPM            *int       `db:"tpm"`
+	BudgetPeriod   *string    `db:"budget_period"`
+	TeamID         *string    `db:"team_id"`
+	// CacheTTLS, if set, caches every answer of the key for that many seconds.
+	CacheTTLS *int `db:"cache_ttl_s"`
+	// Team is the key's team, read with the key; nil when it has none.
+	Team *Team `db:"-"`
+	// Days is the per-day spend of the last 32 days, read when the key has a budget period.
+	Days []DaySpend `db:"-"`
 }
+
+// Spend is the key's budget and spend.
+func (k *Key) Spend() Spend {
+	return Spend{BudgetUSD: k.BudgetUSD, Period: k.BudgetPeriod, SpentUSD: k.SpentUSD, Days: k.Days}
+}
+
+// Charge adds cost to a copy's spend (a cache's view of its own charges).
+func (k *Key) Charge(cost float64, now time.Time) {
+	sp := k.Spend()
+	sp.Charge(cost, now)
+	k.SpentUSD, k.Days = sp.SpentUSD, sp.Days
+	if k.Team != nil {
+		t := *k.Team // other copies of the key share the pointer
+		tsp := t.Spend()
+		tsp.Charge(cost, now)
+		t.SpentUSD, t.Days = tsp.SpentUSD, tsp.Days
+		k.Team = &t
+	}
+}
+
+// Rates are the key's own per-minute limits.
+func (k *Key) Rates() RateLimits { return RateLimits{RPM: k.RPM, TPM: k.TPM} }
 
 // Usable reports whether the key may be used at now: not revoked and not expired.
 func (k *Key) Usable(now time.Time) bool {
@@ -46,9 +77,11 @@ func (k *Key) AllowsModel(model string) bool {
 	return false
 }
 
-// OverBudget reports whether the key's spend has reached its budget.
-func (k *Key) OverBudget() bool {
-	return k.BudgetUSD != nil && k.SpentUSD >= *k.BudgetUSD
+// OverBudget reports whether the key's spend in the budget period holding now (its lifetime
+// without a period) has reached its budget.
+func (k *Key) OverBudget(now time.Time) bool {
+	sp := k.Spend()
+	return sp.Over(now)
 }
 
 // KeyParams are the settable fields of a key. Nil means "no limit".
@@ -59,6 +92,10 @@ type KeyParams struct {
 	RPM            *int
 	MaxConcurrency *int
 	ExpiresAt      *time.Time
+	TPM            *int
+	BudgetPeriod   *string
+	TeamID         *string
+	CacheTTLS      *int
 }
 
 // NewKeySecrets are returned once, when a key is created.
@@ -74,7 +111,7 @@ func HashKey(key string) []byte {
 }
 
 const keyColumns = `id, name, key_hint, budget_usd::float8, key_spent(id)::float8, models, rpm, max_concurrency,
-	expires_at, created_at, revoked_at`
+	expires_at, created_at, revoked_at, tpm, budget_period, team_id, cache_ttl_s`
 
 // CreateKey makes a new API key and returns it with its secrets, which are not stored in
 // the clear and cannot be read again.
@@ -84,10 +121,11 @@ func (s *Store) CreateKey(ctx context.Context, p KeyParams) (Key, NewKeySecrets,
 		WebhookSecret: secret.Secret("whsec_" + ids.Random(30)),
 	}
 	rows, err := s.pool.Query(ctx, `INSERT INTO api_keys
-		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+keyColumns,
+		(id, name, key_hash, key_hint, webhook_secret, budget_usd, models, rpm, max_concurrency, expires_at, tpm,
+			budget_period, team_id, cache_ttl_s)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING `+keyColumns,
 		ids.New("key"), p.Name, HashKey(sec.Key.Reveal()), sec.Key.Hint(), s.sealer.Seal(sec.WebhookSecret.Reveal()),
-		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt)
+		p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID, p.CacheTTLS)
 	if err != nil {
 		return Key{}, NewKeySecrets{}, fmt.Errorf("insert key: %w", classify(err))
 	}
@@ -119,6 +157,11 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
+	for i := range keys {
+		if err := s.fillKey(ctx, &keys[i]); err != nil {
+			return nil, err
+		}
+	}
 	return keys, nil
 }
 
@@ -126,8 +169,9 @@ func (s *Store) Keys(ctx context.Context) ([]Key, error) {
 // there is no such key.
 func (s *Store) UpdateKey(ctx context.Context, id string, p KeyParams) (Key, error) {
 	return s.oneKey(ctx, `UPDATE api_keys SET name = $2, budget_usd = $3, models = $4, rpm = $5,
-		max_concurrency = $6, expires_at = $7 WHERE id = $1 RETURNING `+keyColumns,
-		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt)
+		max_concurrency = $6, expires_at = $7, tpm = $8,
+		budget_period = $9, team_id = $10, cache_ttl_s = $11 WHERE id = $1 RETURNING `+keyColumns,
+		id, p.Name, p.BudgetUSD, p.Models, p.RPM, p.MaxConcurrency, p.ExpiresAt, p.TPM, p.BudgetPeriod, p.TeamID, p.CacheTTLS)
 }
 
 // RevokeKey revokes a key (once; revoking again keeps the first time). It returns
@@ -163,5 +207,26 @@ func (s *Store) oneKey(ctx context.Context, sql string, args ...any) (Key, error
 	if err != nil {
 		return Key{}, fmt.Errorf("query key: %w", classify(err))
 	}
-	return k, nil
+	return k, s.fillKey(ctx, &k)
+}
+
+// fillKey reads what a key's row does not hold: its team, and its recent per-day spend if
+// it has a budget period.
+func (s *Store) fillKey(ctx context.Context, k *Key) error {
+	if k.TeamID != nil {
+		t, err := s.TeamByID(ctx, *k.TeamID)
+		switch {
+		case errors.Is(err, ErrNotFound): // deleted just now: the key has left it
+		case err != nil:
+			return err
+		default:
+			k.Team = &t
+		}
+	}
+	if k.BudgetPeriod == nil {
+		return nil
+	}
+	days, err := s.recentDays(ctx, k.ID)
+	k.Days = days
+	return err
 }

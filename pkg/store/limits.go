@@ -39,34 +39,7 @@ func (s *Store) ReleaseSlot(ctx context.Context, jobID string) error {
 	return nil
 }
 
-// AllowRequest counts one request against a key's requests-per-minute limit with a sliding
-// window (the previous minute's count weighted by how much of it still overlaps, plus this
-// minute's). It returns false, and how long until a request would fit, when the key is at
-// its limit; a refused request is not counted.
-func (s *Store) AllowRequest(ctx context.Context, keyID string, rpm int, now time.Time) (bool, time.Duration, error) {
-	cur := now.Truncate(time.Minute)
-	overlap := 1 - float64(now.Sub(cur))/float64(time.Minute) // share of the previous window still in view
-	var count int
-	err := s.pool.QueryRow(ctx, `WITH prev AS (
-			SELECT COALESCE((SELECT count FROM key_rate_windows WHERE key_id = $1 AND window_start = $2::timestamptz - interval '1 minute'), 0) AS n),
-		ins AS (
-			INSERT INTO key_rate_windows AS w (key_id, window_start, count)
-			SELECT $1, $2, 1 FROM prev WHERE floor(prev.n * $3::float8) < $4
-			ON CONFLICT (key_id, window_start) DO UPDATE SET count = w.count + 1
-			WHERE floor((SELECT n FROM prev) * $3::float8) + w.count < $4
-			RETURNING count)
-		SELECT COALESCE((SELECT count FROM ins), 0)`, keyID, cur, overlap, rpm).Scan(&count)
-	if err != nil {
-		return false, 0, fmt.Errorf("count request for %s: %w", keyID, err)
-	}
-	if count > 0 {
-		return true, 0, nil
-	}
-	// Simple bound: by the next window boundary at the latest the window has moved on.
-	return false, max(cur.Add(time.Minute).Sub(now), time.Second), nil
-}
-
-// DeleteOldRateWindows drops windows that no longer count, and expired slots.
+// DeleteOldRateWindows drops rate windows that no longer count, and expired slots.
 func (s *Store) DeleteOldRateWindows(ctx context.Context, now time.Time) error {
 	_, err := s.pool.Exec(ctx, `DELETE FROM key_rate_windows WHERE window_start < $1`, now.Add(-2*time.Minute))
 	if err != nil {
@@ -75,5 +48,5 @@ func (s *Store) DeleteOldRateWindows(ctx context.Context, now time.Time) error {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM key_slots WHERE expires_at < $1`, now); err != nil {
 		return fmt.Errorf("delete expired slots: %w", err)
 	}
-	return nil
+	return s.deleteOldWindows(ctx, now)
 }

@@ -43,25 +43,46 @@ func (s *Store) Prices(ctx context.Context) ([]Price, error) {
 
 // UsageRow is one group of GET /admin/v1/usage.
 type UsageRow struct {
-	Group            string  `json:"group"` // the model, or the day (YYYY-MM-DD, UTC)
+	// Group is the model, the day (YYYY-MM-DD, UTC), the key's id, or the team's id ("" for
+	// jobs of keys in no team).
+	Group            string  `json:"group"`
 	Requests         int64   `json:"requests"`
 	PromptTokens     int64   `json:"prompt_tokens"`
 	CompletionTokens int64   `json:"completion_tokens"`
 	CostUSD          float64 `json:"cost_usd"`
+	CacheHits        int64   `json:"cache_hits"`
 }
 
-// Usage sums the ledger between from and to (to exclusive), optionally for one key, grouped
-// by "model" or "day".
-func (s *Store) Usage(ctx context.Context, keyID string, from, to time.Time, groupBy string) ([]UsageRow, error) {
-	group := "model"
-	if groupBy == "day" {
-		group = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+// UsageGroups are what Usage can group by, and the SQL of each.
+var usageGroups = map[string]string{
+	"model": "model",
+	"day":   "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+	"key":   "key_id",
+	"team":  "COALESCE(team_id, '')",
+}
+
+// ValidUsageGroup reports whether Usage can group by g.
+func ValidUsageGroup(g string) bool { _, ok := usageGroups[g]; return ok }
+
+// UsageFilter selects ledger rows: between From and To (To exclusive), of one key and one
+// team when set.
+type UsageFilter struct {
+	KeyID, TeamID string
+	From, To      time.Time
+}
+
+// Usage sums the ledger rows f selects, grouped by "model", "day", "key" or "team" (an
+// unknown group is "model").
+func (s *Store) Usage(ctx context.Context, f UsageFilter, groupBy string) ([]UsageRow, error) {
+	group, ok := usageGroups[groupBy]
+	if !ok {
+		group = usageGroups["model"]
 	}
-	// group is one of two constants above, never input.
+	// group is one of the constants above, never input.
 	rows, err := s.pool.Query(ctx, `SELECT `+group+` AS g, count(*), COALESCE(sum(prompt_tokens), 0)::bigint,
-		COALESCE(sum(completion_tokens), 0)::bigint, COALESCE(sum(cost_usd), 0)::float8
-		FROM usage_ledger WHERE ($1 = '' OR key_id = $1) AND created_at >= $2 AND created_at < $3
-		GROUP BY g ORDER BY g`, keyID, from, to)
+		COALESCE(sum(completion_tokens), 0)::bigint, COALESCE(sum(cost_usd), 0)::float8, count(*) FILTER (WHERE cache_hit)
+		FROM usage_ledger WHERE ($1 = '' OR key_id = $1) AND ($4 = '' OR team_id = $4) AND created_at >= $2 AND created_at < $3
+		GROUP BY g ORDER BY g`, f.KeyID, f.From, f.To, f.TeamID)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", classify(err))
 	}

@@ -118,6 +118,8 @@ type Outcome struct {
 	// Usage is recorded and, if Charge, priced and charged to the key.
 	Usage  *tokens.Usage
 	Charge bool
+	// CacheHit marks an answer served from the response cache: its usage is recorded at $0.
+	CacheHit bool
 	// Job, if set, describes the job so that its row is created if it does not exist yet (a
 	// sync job finishing on its first delivery has no row until now).
 	Job *NewJob
@@ -150,12 +152,12 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-			$16::timestamptz[], $17::int[], $18::bool[], $20::text[])
+			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[], $25::bool[])
 		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
-			request, created_at, deadline, attempt, holds_slot, upstream_model)),
+			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved, cache_hit)),
 	priced AS (
 		-- The upstream model's price, else the alias's, else the configured unpriced price.
-		SELECT input.*, CASE WHEN input.charge THEN
+		SELECT input.*, CASE WHEN input.cache_hit THEN 0 WHEN input.charge THEN
 			COALESCE((input.pt * COALESCE(pu.input_usd_per_1m, pa.input_usd_per_1m, $21::numeric)
 				+ input.ct * COALESCE(pu.output_usd_per_1m, pa.output_usd_per_1m, $22::numeric)) / 1000000, 0) END AS cost
 		FROM input LEFT JOIN model_prices pu ON pu.model = NULLIF(input.upstream_model, '')
@@ -174,18 +176,44 @@ const finishSQL = `WITH input AS (
 		WHERE j.finished_at IS NULL
 		RETURNING j.id, j.key_id, j.model, j.channel_id, j.prompt_tokens, j.completion_tokens, j.cost_usd),
 	led AS (
-		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated)
+		INSERT INTO usage_ledger (job_id, key_id, model, channel_id, prompt_tokens, completion_tokens, cost_usd, estimated,
+			team_id, cache_hit)
 		SELECT fin.id, fin.key_id, fin.model, fin.channel_id, fin.prompt_tokens, fin.completion_tokens, fin.cost_usd,
-			priced.estimated
+			priced.estimated, (SELECT k.team_id FROM api_keys k WHERE k.id = fin.key_id), priced.cache_hit
 		FROM fin JOIN priced ON priced.id = fin.id WHERE priced.charge
 		ON CONFLICT (job_id) DO NOTHING
-		RETURNING job_id, key_id, cost_usd),
+		RETURNING job_id, key_id, cost_usd, team_id),
 	spend AS (
 		-- One shard row per key (see migration 0006), in key order so that two batches on
 		-- the same shard take their row locks in the same order and cannot deadlock.
 		INSERT INTO key_spend AS ks (key_id, shard, spent_usd)
 		SELECT key_id, $19, sum(cost_usd) FROM led GROUP BY key_id HAVING sum(cost_usd) > 0 ORDER BY key_id
-		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1)
+		ON CONFLICT (key_id, shard) DO UPDATE SET spent_usd = ks.spent_usd + EXCLUDED.spent_usd RETURNING 1),
+	days AS (
+		-- The same per UTC day of $24 (now), for budget periods (migration 0014).
+		INSERT INTO spend_days AS sd (subject, day, shard, spent_usd)
+		-- A team's spend is kept the same way, under its id.
+		SELECT subject, ($24::timestamptz AT TIME ZONE 'UTC')::date, $19, sum(cost_usd)
+		FROM (SELECT key_id AS subject, cost_usd FROM led UNION ALL
+			SELECT team_id, cost_usd FROM led WHERE team_id IS NOT NULL) s
+		GROUP BY subject HAVING sum(cost_usd) > 0 ORDER BY subject
+		ON CONFLICT (subject, day, shard) DO UPDATE SET spent_usd = sd.spent_usd + EXCLUDED.spent_usd RETURNING 1),
+	corrections AS (
+		-- Tokens admission reserved against a tokens-per-minute window, less what was used.
+		-- The key's window and its team's.
+		SELECT subject, sum(delta) AS delta FROM (
+			SELECT unnest(ARRAY[priced.key_id, (SELECT k.team_id FROM api_keys k WHERE k.id = priced.key_id)]) AS subject,
+				COALESCE(priced.pt, 0) + COALESCE(priced.ct, 0) - priced.reserved AS delta
+			FROM fin JOIN priced ON priced.id = fin.id WHERE priced.reserved > 0) d
+		WHERE subject IS NOT NULL GROUP BY subject),
+	rates AS (
+		-- Each correction goes to the window of $24 (now); a job that used fewer tokens than
+		-- reserved gives the difference back (never below zero).
+		INSERT INTO rate_windows AS w (subject, window_start, tokens)
+		SELECT subject, date_trunc('minute', $24::timestamptz), GREATEST(delta, 0) FROM corrections ORDER BY subject
+		ON CONFLICT (subject, window_start) DO UPDATE
+			SET tokens = GREATEST(w.tokens + (SELECT delta FROM corrections c WHERE c.subject = w.subject), 0)
+		RETURNING 1)
 	SELECT fin.id, COALESCE(led.cost_usd::float8, 0) FROM fin LEFT JOIN led ON led.job_id = fin.id`
 
 // spendShards is how many rows a key's spend is spread over (migration 0006). Two batches
@@ -207,6 +235,8 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		pts, cts                  = make([]*int64, n), make([]*int64, n)
 		charges, estimated, slots = make([]bool, n), make([]bool, n), make([]bool, n)
 		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
+		reserved                  = make([]int64, n)
+		hits                      = make([]bool, n)
 	)
 	text := func(b json.RawMessage) []byte { // sent as text; nil is NULL
 		if len(b) == 0 {
@@ -234,10 +264,11 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		charges[i] = o.Charge && o.Usage != nil
 		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
+		reserved[i], hits[i] = j.ReservedTokens, o.CacheHit
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
 		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)),
-		upstreamModels, s.unpricedIn, s.unpricedOut)
+		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now(), hits)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}

@@ -31,3 +31,8 @@ func (u Usage) MarshalJSON() ([]byte, error) {
 func Estimate(requestBytes, chunks int) *Usage {
 	return &Usage{PromptTokens: int64((requestBytes + 3) / 4), CompletionTokens: int64(chunks), Estimated: true}
 }
+
+// Admission is the tokens a request of requestBytes is counted for when it is admitted
+// against a tokens-per-minute limit: the prompt estimate of Estimate. Settlement replaces it
+// with the usage the upstream reported.
+func Admission(requestBytes int) int64 { return int64((requestBytes + 3) / 4) }
