@@ -137,7 +137,9 @@ func (p *Pool) replayOutcome(ctx context.Context, d *delivery, o *store.Outcome)
 func storable(body []byte) bool { return utf8.Valid(body) }
 
 // replay answers a job that has already ended from its stored row.
-func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) { p.replayRow(ctx, d, row, true) }
+func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) {
+	p.replayRow(ctx, d, row, true)
+}
 
 // replayRow replies a job's recorded end; announce as for reply.
 func (p *Pool) replayRow(ctx context.Context, d *delivery, row *store.Job, announce bool) {

@@ -36,9 +36,9 @@ func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueC
 		Subjects:    []string{outcomePrefix + ">"},
 		// An outcome is removed once settled; none is ever dropped for age: the ledger
 		// depends on it. Full (Postgres away for long): workers settle directly.
-		Retention:  jetstream.WorkQueuePolicy,
-		Storage:    jetstream.FileStorage,
-		Replicas:   cfg.Replicas,
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  cfg.Replicas,
 		// No count cap: while Postgres is away outcomes pile up at the answer rate, and a full
 		// stream would send every answer back to waiting for Postgres. Bytes are capped by
 		// QUEUE_MAX_BYTES, if set, and by the server's JetStream storage.
