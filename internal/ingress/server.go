@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
@@ -42,6 +43,8 @@ type Server struct {
 	maxBody  int64
 	done     *jobs.DoneHub
 	queue    *queuer
+	// files stores the Batch API's files (pkg/files).
+	files *files.Store
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
@@ -88,6 +91,11 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/jobs", s.listJobs)
 	route("GET /v1/jobs/{id}", s.getJob)
 	route("POST /v1/jobs/{id}/cancel", s.cancelJob)
+	route("POST /v1/files", s.uploadFile)
+	route("GET /v1/files", s.listFiles)
+	route("GET /v1/files/{id}", s.getFile)
+	route("GET /v1/files/{id}/content", s.fileContent)
+	route("DELETE /v1/files/{id}", s.deleteFile)
 	route("GET /healthz", s.healthz)
 	route("GET /readyz", s.readyz)
 	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)
