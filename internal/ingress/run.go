@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/cli"
+	"github.com/sluicehq/sluice/pkg/batches"
 	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
@@ -107,7 +108,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: newQueuer(st, pub), files: files.New(pool)}
+		maxBody: maxBody, done: done, queue: newQueuer(st, pub), files: files.New(pool),
+		batches: batches.New(pool)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sluicehq/sluice/pkg/batches"
 	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
@@ -45,6 +46,8 @@ type Server struct {
 	queue    *queuer
 	// files stores the Batch API's files (pkg/files).
 	files *files.Store
+	// batches stores batches (pkg/batches); the workers run them.
+	batches *batches.Store
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
@@ -96,6 +99,10 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/files/{id}", s.getFile)
 	route("GET /v1/files/{id}/content", s.fileContent)
 	route("DELETE /v1/files/{id}", s.deleteFile)
+	route("POST /v1/batches", s.createBatch)
+	route("GET /v1/batches", s.listBatches)
+	route("GET /v1/batches/{id}", s.getBatch)
+	route("POST /v1/batches/{id}/cancel", s.cancelBatch)
 	route("GET /healthz", s.healthz)
 	route("GET /readyz", s.readyz)
 	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)

@@ -45,6 +45,9 @@ type PoolConfig struct {
 	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
 	// turns the cap off).
 	KeyShare float64
+	// BatchShare is the fraction of Concurrency batch lines may hold at once (0.25), so
+	// interactive jobs always have the rest.
+	BatchShare float64
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -57,6 +60,7 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, 10*time.Second)
 	c.KeyShare = cmp.Or(c.KeyShare, 0.5)
+	c.BatchShare = cmp.Or(c.BatchShare, 0.25)
 	return c
 }
 
@@ -85,6 +89,11 @@ type Pool struct {
 	outcomes   *jobs.Outcomes
 	settleCons jetstream.Consumer
 	settlers   int
+
+	// batchCons, if set, is the batch-line consumer, pulled into at most BatchShare of the
+	// slots; batchState says whether a line's batch still runs (batchlines.go).
+	batchCons  jetstream.Consumer
+	batchState *batchState
 }
 
 // settleBudget bounds the bytes of the outcomes one settler holds: its batches are at most
@@ -178,9 +187,13 @@ func (p *Pool) Run(ctx context.Context) error {
 	warm.Wait()
 	close(release)
 	free := slots.New(p.cfg.Concurrency)
+	var fetchers sync.WaitGroup
+	if p.batchCons != nil {
+		fetchers.Go(func() { p.runBatchLines(ctx, workCtx, hardCtx, wp, free) })
+	}
 	for free.Take(ctx) {
 		k := 1 + free.TakeIdle()
-		n := p.fetch(ctx, k, func(msg jetstream.Msg) {
+		n := p.fetchFrom(ctx, p.cons, k, func(msg jetstream.Msg) {
 			wp.Go(func() {
 				defer free.Put(1)
 				p.handle(workCtx, hardCtx, msg)
@@ -188,6 +201,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		})
 		free.Put(k - n) // slots the server had no message for
 	}
+	fetchers.Wait()
 	p.log.InfoContext(ctx, "stopping: waiting for in-flight jobs", "in_flight", p.cfg.Concurrency-free.Idle(),
 		"grace", p.cfg.ShutdownGrace)
 	grace := time.AfterFunc(p.cfg.ShutdownGrace, func() { cancelWork(ErrShutdown) })
@@ -198,11 +212,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetch pulls up to k messages and hands each to start; it returns how many arrived.
-func (p *Pool) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int {
+// fetchFrom pulls up to k messages from cons and hands each to start; it returns how many
+// arrived.
+func (p *Pool) fetchFrom(ctx context.Context, cons jetstream.Consumer, k int, start func(jetstream.Msg)) int {
 	fctx, cancel := context.WithTimeout(ctx, p.cfg.FetchWait)
 	defer cancel() // only after the batch is drained: cancelling ends the batch early
-	b, err := p.cons.Fetch(k, jetstream.FetchContext(fctx))
+	b, err := cons.Fetch(k, jetstream.FetchContext(fctx))
 	if err != nil {
 		if ctx.Err() == nil {
 			p.log.WarnContext(ctx, "fetch jobs", "err", err)

@@ -72,6 +72,10 @@ type NewJob struct {
 	// HoldsSlot is true when the job took one of its key's max_concurrency slots, which
 	// the job's row frees when it ends.
 	HoldsSlot bool
+	// BatchID, BatchLine and CustomID say which batch line the job is, if any.
+	BatchID   string `json:",omitempty"`
+	BatchLine int    `json:",omitempty"`
+	CustomID  string `json:",omitempty"`
 }
 
 // CreateQueuedJob inserts an async job as queued, before it is published, so that it reads
@@ -193,7 +197,7 @@ func nilIfEmptyJSON(b json.RawMessage) any {
 // MB, and a page of them would be held whole in memory; Job reads one with its body.
 func (s *Store) ListJobs(ctx context.Context, keyID, status, after string, limit int) (jobs []Job, hasMore bool, err error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+listColumns+` FROM jobs
-		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
+		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3) AND batch_id IS NULL
 		ORDER BY id DESC LIMIT $4`, keyID, status, after, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("list jobs: %w", classify(err))

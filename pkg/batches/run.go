@@ -1,0 +1,176 @@
+package batches
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// What a batch runner (internal/batches) writes: a lease on the batch, its transitions, its
+// progress, and the rows of lines that never ran.
+
+// Claim leases up to n unfinished batches no runner holds (or whose runner's lease ran out),
+// for lease, oldest first. Several runners claim at once without taking the same batch.
+func (s *Store) Claim(ctx context.Context, n int, lease time.Duration) ([]Batch, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE batches SET lease_until = now() + $2::interval WHERE id IN (
+			SELECT id FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')
+				AND (lease_until IS NULL OR lease_until < now())
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+		RETURNING `+columns, n, lease)
+	if err != nil {
+		return nil, fmt.Errorf("claim batches: %w", err)
+	}
+	defer rows.Close()
+	var bs []Batch
+	for rows.Next() {
+		b, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("claim batches: %w", err)
+		}
+		bs = append(bs, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim batches: %w", err)
+	}
+	return bs, nil
+}
+
+// Release gives batch id back for any runner to claim after wait.
+func (s *Store) Release(ctx context.Context, id string, wait time.Duration) error {
+	_, err := s.pool.Exec(ctx, `UPDATE batches SET lease_until = now() + $2::interval WHERE id = $1`, id, wait)
+	return err
+}
+
+// Published records that lines [0, n) are on the stream and renews the lease; it returns the
+// batch's status, so a runner publishing sees a cancel.
+func (s *Store) Published(ctx context.Context, id string, n int, lease time.Duration) (string, error) {
+	var st string
+	err := s.pool.QueryRow(ctx, `UPDATE batches SET published = GREATEST(published, $2), lease_until = now() + $3::interval
+		WHERE id = $1 RETURNING status`, id, n, lease).Scan(&st)
+	if err != nil {
+		return "", fmt.Errorf("batch %s: record published lines: %w", id, err)
+	}
+	return st, nil
+}
+
+// Validated moves a validating batch to in_progress with total lines (a cancelling one
+// keeps its status, and records the total).
+func (s *Store) Validated(ctx context.Context, id string, total int) error {
+	_, err := s.pool.Exec(ctx, `UPDATE batches SET total = $2,
+			status = CASE WHEN status = 'validating' THEN 'in_progress' ELSE status END,
+			in_progress_at = CASE WHEN status = 'validating' THEN now() ELSE in_progress_at END
+		WHERE id = $1 AND status IN ('validating', 'cancelling')`, id, total)
+	if err != nil {
+		return fmt.Errorf("batch %s: validated: %w", id, err)
+	}
+	return nil
+}
+
+// FailValidation ends a validating batch failed, with OpenAI's errors list data.
+func (s *Store) FailValidation(ctx context.Context, id string, total int, errs json.RawMessage) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE batches SET status = 'failed', failed_at = now(), errors = $2, total = $3,
+			lease_until = NULL
+		WHERE id = $1 AND status IN ('validating', 'cancelling')`, id, errs, total)
+	if err != nil {
+		return false, fmt.Errorf("batch %s: fail: %w", id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Counts are a batch's lines by how they ended, from their rows.
+type Counts struct {
+	Done, Succeeded int
+}
+
+// LineCounts counts batch id's lines that have ended (their rows written).
+func (s *Store) LineCounts(ctx context.Context, id string) (Counts, error) {
+	var c Counts
+	err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM jobs
+		WHERE batch_id = $1`, id).Scan(&c.Done, &c.Succeeded)
+	if err != nil {
+		return Counts{}, fmt.Errorf("batch %s: count lines: %w", id, err)
+	}
+	return c, nil
+}
+
+// SaveCounts records live request counts.
+func (s *Store) SaveCounts(ctx context.Context, id string, c Counts) error {
+	_, err := s.pool.Exec(ctx, `UPDATE batches SET completed = $2, failed = $3 WHERE id = $1`, id, c.Succeeded,
+		c.Done-c.Succeeded)
+	return err
+}
+
+// Finalizing moves a batch to finalizing (its output files are being written).
+func (s *Store) Finalizing(ctx context.Context, id string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE batches SET status = 'finalizing', finalizing_at = COALESCE(finalizing_at, now())
+		WHERE id = $1 AND status = 'in_progress'`, id)
+	return err
+}
+
+// Finish ends a batch with status (completed, cancelled or expired), its files and counts.
+func (s *Store) Finish(ctx context.Context, id, status string, outFile, errFile *string, c Counts) error {
+	_, err := s.pool.Exec(ctx, `UPDATE batches SET status = $2, output_file_id = $3, error_file_id = $4, completed = $5,
+			failed = $6, lease_until = NULL,
+			completed_at = CASE WHEN $2 = 'completed' THEN now() END,
+			cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() END,
+			expired_at = CASE WHEN $2 = 'expired' THEN now() END
+		WHERE id = $1 AND status IN ('in_progress', 'finalizing', 'cancelling')`, id, status, outFile, errFile,
+		c.Succeeded, c.Done-c.Succeeded)
+	if err != nil {
+		return fmt.Errorf("batch %s: finish: %w", id, err)
+	}
+	return nil
+}
+
+// EndMissing writes, for each line in [from, to) of b that has no row, a row ending it
+// uncharged with status (failed or canceled), HTTP status code and error errJSON: lines never
+// published (a cancel while publishing) or lost. A line whose row exists is left as it is,
+// and a delivery of the line afterwards finds it ended and does not run it.
+func (s *Store) EndMissing(ctx context.Context, b *Batch, from, to int, status string, code int, errJSON []byte) error {
+	if from >= to {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, async, status, attempts, created_at,
+			finished_at, deadline, status_code, error, batch_id, batch_line)
+		SELECT 'bjob_' || substr($1, 7) || '_' || n, $2, $3, '', false, $4, 0, now(), now(), $5, $6, $7::jsonb, $1, n
+		FROM generate_series($8::int, $9::int - 1) AS n
+		ON CONFLICT (id) DO NOTHING`, b.ID, b.KeyID, b.Endpoint, status, b.ExpiresAt, code, errJSON, from, to)
+	if err != nil {
+		return fmt.Errorf("batch %s: end lines %d..%d: %w", b.ID, from, to, err)
+	}
+	return nil
+}
+
+// Line is one line's outcome, as its row holds it.
+type Line struct {
+	N          int
+	JobID      string
+	CustomID   *string
+	Status     string
+	StatusCode *int
+	Response   json.RawMessage
+	Error      json.RawMessage
+}
+
+// Lines returns up to limit of batch id's ended lines from line from on, in line order.
+func (s *Store) Lines(ctx context.Context, id string, from, limit int) ([]Line, error) {
+	rows, err := s.pool.Query(ctx, `SELECT batch_line, id, custom_id, status, status_code, response, error FROM jobs
+		WHERE batch_id = $1 AND batch_line >= $2 ORDER BY batch_line LIMIT $3`, id, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("batch %s: read lines: %w", id, err)
+	}
+	defer rows.Close()
+	var ls []Line
+	for rows.Next() {
+		var l Line
+		if err := rows.Scan(&l.N, &l.JobID, &l.CustomID, &l.Status, &l.StatusCode, &l.Response, &l.Error); err != nil {
+			return nil, fmt.Errorf("batch %s: read lines: %w", id, err)
+		}
+		ls = append(ls, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("batch %s: read lines: %w", id, err)
+	}
+	return ls, nil
+}
