@@ -173,3 +173,25 @@ func checkBody(endpoint string, body json.RawMessage) (model, problem string) {
 	}
 	return model, ""
 }
+
+// Checker validates batch input lines (in OpenAI's format) as the runner will, for an API
+// that must refuse a bad request at once (Anthropic's Message Batches).
+type Checker struct{ c checker }
+
+// NewChecker returns a Checker for lines of endpoint; served and allowed say whether a model
+// is served and whether the batch's key may use it.
+func NewChecker(endpoint string, served, allowed func(model string) bool) *Checker {
+	return &Checker{c: checker{endpoint: endpoint, served: served, allowed: allowed, seen: map[[16]byte]bool{}}}
+}
+
+// Check validates line n (0-based); ok is false with the problem's code, param and message.
+func (c *Checker) Check(n int, line []byte) (code, param, message string, ok bool) {
+	_, e := c.c.check(n, line, false)
+	if e == nil {
+		return "", "", "", true
+	}
+	if e.Param != nil {
+		param = *e.Param
+	}
+	return e.Code, param, e.Message, false
+}

@@ -81,13 +81,17 @@ func (s *Store) FailValidation(ctx context.Context, id string, total int, errs j
 // Counts are a batch's lines by how they ended, from their rows.
 type Counts struct {
 	Done, Succeeded int
+	// Canceled and Expired are the lines of Done that never ran (or were cut) because the
+	// batch was cancelled or expired.
+	Canceled, Expired int
 }
 
 // LineCounts counts batch id's lines that have ended (their rows written).
 func (s *Store) LineCounts(ctx context.Context, id string) (Counts, error) {
 	var c Counts
-	err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM jobs
-		WHERE batch_id = $1`, id).Scan(&c.Done, &c.Succeeded)
+	err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'),
+			count(*) FILTER (WHERE status = 'canceled'), count(*) FILTER (WHERE error->>'code' = 'batch_expired')
+		FROM jobs WHERE batch_id = $1`, id).Scan(&c.Done, &c.Succeeded, &c.Canceled, &c.Expired)
 	if err != nil {
 		return Counts{}, fmt.Errorf("batch %s: count lines: %w", id, err)
 	}
