@@ -155,7 +155,7 @@ func writeMessageRequests(body io.Reader, w io.Writer, check *batchrun.Checker) 
 		}
 		for dec.More() {
 			var req struct {
-				CustomID *string        `json:"custom_id"`
+				CustomID *string         `json:"custom_id"`
 				Params   json.RawMessage `json:"params"`
 			}
 			if err := dec.Decode(&req); err != nil {
