@@ -31,6 +31,10 @@ CREATE TABLE batches (
     status            text NOT NULL CHECK (status IN ('validating', 'failed', 'in_progress', 'finalizing',
                           'completed', 'expired', 'cancelling', 'cancelled')),
     metadata          jsonb,
+    -- Where batch.completed / failed / expired / cancelled is POSTed (signed like job
+    -- webhooks): the batch's event is a jobs row (endpoint 'event', batch_line -1) whose
+    -- webhook delivery the jobs' trigger creates, in the statement that ends the batch.
+    webhook_url       text,
     errors            jsonb,
     total             integer NOT NULL DEFAULT 0,
     completed         integer NOT NULL DEFAULT 0,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -62,12 +63,11 @@ func (r *Runner) finalize(ctx context.Context, log *slog.Logger, b *batches.Batc
 	if err != nil {
 		return err
 	}
-	if err := r.db.Finish(ctx, b.ID, final, outFile, errFile, c); err != nil {
+	ended, err := r.db.Finish(ctx, b, final, time.Now(), outFile, errFile, c)
+	if err != nil || !ended {
 		return err
 	}
 	log.InfoContext(ctx, "batch ended", "status", final, "lines", c.Done, "succeeded", c.Succeeded)
-	b.Status, b.OutputFileID, b.ErrorFileID = final, outFile, errFile
-	b.Completed, b.Failed = c.Succeeded, c.Done-c.Succeeded
 	r.ended(ctx, b)
 	return nil
 }

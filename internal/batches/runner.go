@@ -111,10 +111,10 @@ func (r *Runner) step(ctx context.Context, b *batches.Batch) {
 func (r *Runner) validate(ctx context.Context, log *slog.Logger, b *batches.Batch) error {
 	fail := func(n int, errs []*lineError) error {
 		data, _ := json.Marshal(errs)
-		ended, err := r.db.FailValidation(ctx, b.ID, n, data)
+		b.Total = n
+		ended, err := r.db.FailValidation(ctx, b, time.Now(), data)
 		if ended {
 			log.InfoContext(ctx, "batch failed validation", "errors", len(errs))
-			b.Status = batches.StatusFailed
 			r.ended(ctx, b)
 		}
 		return err

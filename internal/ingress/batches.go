@@ -13,39 +13,14 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jsonscan"
+	"github.com/sluicehq/sluice/pkg/webhook"
 )
 
 // batchEndpoints are the endpoints a batch may run (OpenAI's, those Sluice has).
 var batchEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true, jobs.EndpointEmbeddings: true}
 
-// unixOrNil is t in Unix seconds, or null.
-func unixOrNil(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return t.Unix()
-}
-
 // batchObject renders b as OpenAI's batch object.
-func batchObject(b *batches.Batch) map[string]any {
-	var errs any
-	if len(b.Errors) > 0 {
-		errs = map[string]any{"object": "list", "data": json.RawMessage(b.Errors)}
-	}
-	var md any
-	if b.Metadata != nil {
-		md = b.Metadata
-	}
-	return map[string]any{"id": b.ID, "object": "batch", "endpoint": b.Endpoint, "errors": errs,
-		"input_file_id": b.InputFileID, "completion_window": b.CompletionWindow, "status": b.Status,
-		"output_file_id": b.OutputFileID, "error_file_id": b.ErrorFileID, "created_at": b.CreatedAt.Unix(),
-		"in_progress_at": unixOrNil(b.InProgressAt), "expires_at": b.ExpiresAt.Unix(),
-		"finalizing_at": unixOrNil(b.FinalizingAt), "completed_at": unixOrNil(b.CompletedAt),
-		"failed_at": unixOrNil(b.FailedAt), "expired_at": unixOrNil(b.ExpiredAt),
-		"cancelling_at": unixOrNil(b.CancellingAt), "cancelled_at": unixOrNil(b.CancelledAt),
-		"request_counts": map[string]int{"total": b.Total, "completed": b.Completed, "failed": b.Failed},
-		"metadata":       md}
-}
+func batchObject(b *batches.Batch) map[string]any { return batches.Object(b) }
 
 func errBatchNotFound(id string) error {
 	return apiError(http.StatusNotFound, "invalid_request_error", "batch_not_found", fmt.Sprintf("No batch with id %q.", id))
@@ -75,7 +50,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, badRequest("", "The body must be a JSON object."))
 		return
 	}
-	var req struct{ inputFile, endpoint, window string }
+	var req struct{ inputFile, endpoint, window, hook string }
 	var md map[string]string
 	bad := ""
 	err = jsonscan.Members(raw, func(k, v []byte) bool {
@@ -87,6 +62,17 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 			dst = &req.endpoint
 		case "completion_window":
 			dst = &req.window
+		case "webhook": // Sluice's own member, as on POST /v1/jobs: {"url": …}
+			var h *struct {
+				URL string `json:"url"`
+			}
+			if json.Unmarshal(v, &h) != nil {
+				bad = "webhook"
+				return false
+			}
+			if h != nil {
+				req.hook = h.URL
+			}
 		case "metadata":
 			var merr error
 			if md, merr = parseMetadata(v); merr != nil {
@@ -115,6 +101,11 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 	default:
 		err = checkMetadata(md)
 	}
+	if err == nil && req.hook != "" {
+		if herr := webhook.CheckURL(r.Context(), req.hook, s.cfg.WebhookAllowPrivate); herr != nil {
+			err = badRequest("webhook.url", herr.Error())
+		}
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -131,7 +122,7 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	b, err := s.batches.Create(r.Context(), batches.Batch{ID: ids.NewAt("batch", now), KeyID: key.ID, Kind: batches.KindOpenAI,
-		Endpoint: req.endpoint, InputFileID: f.ID, Metadata: md, ExpiresAt: now.Add(jobs.BatchWindow)})
+		Endpoint: req.endpoint, InputFileID: f.ID, Metadata: md, ExpiresAt: now.Add(jobs.BatchWindow), WebhookURL: req.hook})
 	if err != nil {
 		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
 		return

@@ -48,6 +48,7 @@ type Batch struct {
 	CompletionWindow string
 	Status           string
 	Metadata         map[string]string
+	WebhookURL       string
 	Errors           json.RawMessage // OpenAI's errors.data, for a failed validation
 	Total            int
 	Completed        int
@@ -75,14 +76,16 @@ func (b *Batch) Terminal() bool {
 	return false
 }
 
-const columns = `id, key_id, kind, endpoint, input_file_id, completion_window, status, metadata, errors, total, completed,
+const columns = `id, key_id, kind, endpoint, input_file_id, completion_window, status, metadata,
+	COALESCE(webhook_url, ''), errors, total, completed,
 	failed, published, output_file_id, error_file_id, created_at, expires_at, in_progress_at, finalizing_at, completed_at,
 	failed_at, expired_at, cancelling_at, cancelled_at`
 
 func scan(row pgx.Row) (Batch, error) {
 	var b Batch
 	var md []byte
-	err := row.Scan(&b.ID, &b.KeyID, &b.Kind, &b.Endpoint, &b.InputFileID, &b.CompletionWindow, &b.Status, &md, &b.Errors,
+	err := row.Scan(&b.ID, &b.KeyID, &b.Kind, &b.Endpoint, &b.InputFileID, &b.CompletionWindow, &b.Status, &md,
+		&b.WebhookURL, &b.Errors,
 		&b.Total, &b.Completed, &b.Failed, &b.Published, &b.OutputFileID, &b.ErrorFileID, &b.CreatedAt, &b.ExpiresAt,
 		&b.InProgressAt, &b.FinalizingAt, &b.CompletedAt, &b.FailedAt, &b.ExpiredAt, &b.CancellingAt, &b.CancelledAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -113,8 +116,9 @@ func (s *Store) Create(ctx context.Context, b Batch) (Batch, error) {
 		}
 	}
 	row, err := scan(s.pool.QueryRow(ctx, `INSERT INTO batches (id, key_id, kind, endpoint, input_file_id, status, metadata,
-			total, expires_at) VALUES ($1, $2, $3, $4, $5, 'validating', $6, $7, $8) RETURNING `+columns,
-		b.ID, b.KeyID, b.Kind, b.Endpoint, b.InputFileID, md, b.Total, b.ExpiresAt))
+			total, expires_at, webhook_url) VALUES ($1, $2, $3, $4, $5, 'validating', $6, $7, $8, NULLIF($9, ''))
+		RETURNING `+columns,
+		b.ID, b.KeyID, b.Kind, b.Endpoint, b.InputFileID, md, b.Total, b.ExpiresAt, b.WebhookURL))
 	if err != nil {
 		return Batch{}, fmt.Errorf("create batch: %w", err)
 	}

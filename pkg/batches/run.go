@@ -67,16 +67,37 @@ func (s *Store) Validated(ctx context.Context, id string, total int) error {
 	return nil
 }
 
-// FailValidation ends a validating batch failed, with OpenAI's errors list data.
-func (s *Store) FailValidation(ctx context.Context, id string, total int, errs json.RawMessage) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE batches SET status = 'failed', failed_at = now(), errors = $2, total = $3,
-			lease_until = NULL
-		WHERE id = $1 AND status IN ('validating', 'cancelling')`, id, errs, total)
+// FailValidation ends a validating batch failed at time at, with OpenAI's errors list
+// data, and queues its batch.failed webhook (see Event) if it has a webhook URL.
+func (s *Store) FailValidation(ctx context.Context, b *Batch, at time.Time, errs json.RawMessage) (bool, error) {
+	b.Status, b.FailedAt, b.Errors = StatusFailed, &at, errs
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH b AS (
+			UPDATE batches SET status = 'failed', failed_at = $4, errors = $2, total = $3, lease_until = NULL
+			WHERE id = $1 AND status IN ('validating', 'cancelling') RETURNING id, key_id, webhook_url),
+		`+eventSQL+`
+		SELECT count(*) FROM b`, b.ID, errs, b.Total, at, eventBody(b)).Scan(&n)
 	if err != nil {
-		return false, fmt.Errorf("batch %s: fail: %w", id, err)
+		return false, fmt.Errorf("batch %s: fail: %w", b.ID, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return n == 1, nil
 }
+
+// eventSQL inserts the event of the batch updated in CTE b (its body $5) as a finished jobs
+// row with the batch's webhook URL: the jobs trigger (migration 0002) creates its delivery,
+// which the webhook dispatcher signs and sends like a job's, fair by key, retried for 24 h.
+// It is keyed by the batch, so a batch has one event.
+const eventSQL = `ev AS (
+			INSERT INTO jobs (id, key_id, endpoint, model, async, status, attempts, created_at, started_at, finished_at,
+				deadline, status_code, response, webhook_url, batch_id, batch_line)
+			SELECT 'bevt_' || substr(b.id, 7), b.key_id, '` + EventEndpoint + `', '', false, 'succeeded', 0, now(), now(),
+				now(), now(), 200, $5::json, b.webhook_url, b.id, -1
+			FROM b WHERE b.webhook_url IS NOT NULL
+			ON CONFLICT (id) DO NOTHING)`
+
+// EventEndpoint is the endpoint of a batch event's jobs row; the webhook dispatcher sends
+// such a row's stored body (the event) instead of a job object.
+const EventEndpoint = "event"
 
 // Counts are a batch's lines by how they ended, from their rows.
 type Counts struct {
@@ -91,7 +112,7 @@ func (s *Store) LineCounts(ctx context.Context, id string) (Counts, error) {
 	var c Counts
 	err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'),
 			count(*) FILTER (WHERE status = 'canceled'), count(*) FILTER (WHERE error->>'code' = 'batch_expired')
-		FROM jobs WHERE batch_id = $1`, id).Scan(&c.Done, &c.Succeeded, &c.Canceled, &c.Expired)
+		FROM jobs WHERE batch_id = $1 AND batch_line >= 0`, id).Scan(&c.Done, &c.Succeeded, &c.Canceled, &c.Expired)
 	if err != nil {
 		return Counts{}, fmt.Errorf("batch %s: count lines: %w", id, err)
 	}
@@ -112,19 +133,33 @@ func (s *Store) Finalizing(ctx context.Context, id string) error {
 	return err
 }
 
-// Finish ends a batch with status (completed, cancelled or expired), its files and counts.
-func (s *Store) Finish(ctx context.Context, id, status string, outFile, errFile *string, c Counts) error {
-	_, err := s.pool.Exec(ctx, `UPDATE batches SET status = $2, output_file_id = $3, error_file_id = $4, completed = $5,
-			failed = $6, lease_until = NULL,
-			completed_at = CASE WHEN $2 = 'completed' THEN now() END,
-			cancelled_at = CASE WHEN $2 = 'cancelled' THEN now() END,
-			expired_at = CASE WHEN $2 = 'expired' THEN now() END
-		WHERE id = $1 AND status IN ('in_progress', 'finalizing', 'cancelling')`, id, status, outFile, errFile,
-		c.Succeeded, c.Done-c.Succeeded)
-	if err != nil {
-		return fmt.Errorf("batch %s: finish: %w", id, err)
+// Finish ends b with status (completed, cancelled or expired) at time at, with its files
+// and counts, and queues its webhook (see Event) if it has a webhook URL, in one statement.
+// It reports whether it ended b (false: it had ended already).
+func (s *Store) Finish(ctx context.Context, b *Batch, status string, at time.Time, outFile, errFile *string, c Counts) (bool, error) {
+	b.Status, b.OutputFileID, b.ErrorFileID, b.Completed, b.Failed = status, outFile, errFile, c.Succeeded, c.Done-c.Succeeded
+	switch status {
+	case StatusCompleted:
+		b.CompletedAt = &at
+	case StatusCancelled:
+		b.CancelledAt = &at
+	case StatusExpired:
+		b.ExpiredAt = &at
 	}
-	return nil
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH b AS (
+			UPDATE batches SET status = $2, output_file_id = $3, error_file_id = $6, completed = $7, failed = $8,
+				lease_until = NULL,
+				completed_at = CASE WHEN $2 = 'completed' THEN $4::timestamptz END,
+				cancelled_at = CASE WHEN $2 = 'cancelled' THEN $4::timestamptz END,
+				expired_at = CASE WHEN $2 = 'expired' THEN $4::timestamptz END
+			WHERE id = $1 AND status IN ('in_progress', 'finalizing', 'cancelling') RETURNING id, key_id, webhook_url),
+		`+eventSQL+`
+		SELECT count(*) FROM b`, b.ID, status, outFile, at, eventBody(b), errFile, c.Succeeded, c.Done-c.Succeeded).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("batch %s: finish: %w", b.ID, err)
+	}
+	return n == 1, nil
 }
 
 // EndMissing writes, for each line in [from, to) of b that has no row, a row ending it
