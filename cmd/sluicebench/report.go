@@ -24,6 +24,7 @@ type report struct {
 	Paired       *paired      `json:"sync_paired_c1,omitempty"`
 	Stream       []syncPoint  `json:"stream,omitempty"`
 	Async        *asyncResult `json:"async,omitempty"`
+	Batch        *batchResult `json:"batch,omitempty"`
 	Slow         *slowResult  `json:"slow,omitempty"`
 	Targets      []target     `json:"targets"`
 	Finished     string       `json:"finished"`
@@ -270,6 +271,7 @@ func (r *report) markdown(w io.Writer) {
 			fmt.Fprintf(w, "Sampling error at steady state: %s\n\n", sl.SampleError)
 		}
 	}
+	r.batchMarkdown(w)
 	fmt.Fprintf(w, "### Targets\n\n")
 	var rows [][]string
 	for _, t := range r.Targets {

@@ -150,7 +150,7 @@ func outputLine(b *batches.Batch, l *batches.Line, customID string) any {
 	if b.Kind == batches.KindAnthropic {
 		return anthropicLine(l, customID)
 	}
-	out := openAILine{ID: "batch_req_" + strings.TrimPrefix(l.JobID, "bjob_"), CustomID: customID}
+	out := openAILine{ID: "batch_req_" + strings.TrimPrefix(l.JobID, "job_"), CustomID: customID}
 	code := 0
 	if l.StatusCode != nil {
 		code = *l.StatusCode

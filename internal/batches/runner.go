@@ -169,6 +169,7 @@ func (r *Runner) publish(ctx context.Context, log *slog.Logger, b *batches.Batch
 	sc := newLineScanner(r.files.Reader(ctx, b.InputFileID), r.cfg.MaxLine)
 	round := make([]*jobs.Job, 0, r.cfg.PublishMax)
 	size := 0
+	counted := time.Now()
 	flush := func() error {
 		if len(round) == 0 {
 			return nil
@@ -189,6 +190,12 @@ func (r *Runner) publish(ctx context.Context, log *slog.Logger, b *batches.Batch
 		}
 		b.Published += len(round)
 		round, size = round[:0], 0
+		if time.Since(counted) >= r.cfg.Tick { // lines run while the rest are published: keep counts live
+			counted = time.Now()
+			if c, err := r.db.LineCounts(ctx, b.ID); err == nil {
+				_ = r.db.SaveCounts(ctx, b.ID, c)
+			}
+		}
 		st, err := r.db.Published(ctx, b.ID, b.Published, r.cfg.Lease)
 		if err != nil {
 			return err
@@ -205,8 +212,16 @@ func (r *Runner) publish(ctx context.Context, log *slog.Logger, b *batches.Batch
 		if sc.n <= b.Published {
 			continue
 		}
-		if e != nil { // the file changed under us, or validation missed it: end the line failed
-			return r.db.EndMissing(ctx, b, sc.n-1, sc.n, store.StatusFailed, http.StatusBadRequest, errJSON(e.Code, e.Message))
+		if e != nil { // validation missed it: end the line failed, and go on
+			if err := flush(); err != nil {
+				return ignoreStop(err)
+			}
+			if err := r.db.EndMissing(ctx, b, sc.n-1, sc.n, store.StatusFailed, http.StatusBadRequest,
+				errJSON(e.Code, e.Message)); err != nil {
+				return err
+			}
+			b.Published++ // handled: the watermark passes it
+			continue
 		}
 		round = append(round, &jobs.Job{ID: jobs.BatchLineID(b.ID, sc.n-1), KeyID: b.KeyID, Endpoint: b.Endpoint,
 			Model: p.model, Body: append(json.RawMessage(nil), p.body...), CreatedAt: now, Deadline: b.ExpiresAt,

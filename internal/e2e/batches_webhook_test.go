@@ -91,7 +91,7 @@ func TestBatchWebhooks_Issue12_4(t *testing.T) {
 		t.Errorf("completed event counts %+v", e[0].Data.Counts)
 	}
 	resp, body := s.do(http.MethodGet, "/v1/jobs", key.Key, nil)
-	if resp.StatusCode != 200 || strings.Contains(string(body), "bjob_") || strings.Contains(string(body), "bevt_") {
+	if resp.StatusCode != 200 || strings.Contains(string(body), strings.TrimPrefix(completed, "batch_")) {
 		t.Errorf("the jobs list shows batch lines or events: %s", body)
 	}
 }

@@ -19,6 +19,21 @@ import (
 // is for ordinary requests, and 200 MB needs more than that on a modest link.
 const uploadReadTimeout = 15 * time.Minute
 
+// takeUpload takes one of the upload slots: an upload holds a Postgres connection (its
+// COPY) while its body arrives, so at most a quarter of the pool's connections upload at
+// once, and one more is answered 503 with Retry-After rather than queued.
+func (s *Server) takeUpload() (release func(), err error) {
+	if s.uploads == nil {
+		return func() {}, nil
+	}
+	select {
+	case s.uploads <- struct{}{}:
+		return func() { <-s.uploads }, nil
+	default:
+		return nil, errOverloaded("Too many uploads in progress; retry shortly.")
+	}
+}
+
 // fileObject is OpenAI's file object.
 func fileObject(f *files.File) map[string]any {
 	return map[string]any{"id": f.ID, "object": "file", "bytes": f.Bytes, "created_at": f.CreatedAt.Unix(),
@@ -41,6 +56,12 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	release, err := s.takeUpload()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadReadTimeout))
 	r.Body = http.MaxBytesReader(w, r.Body, files.MaxBytes+1<<20) // the form's own parts ride along
 	mr, err := r.MultipartReader()

@@ -87,6 +87,12 @@ func (s *Server) createMessageBatch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	release, err := s.takeUpload()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadReadTimeout))
 	body := http.MaxBytesReader(w, r.Body, files.MaxBytes)
 	check := batchrun.NewChecker(jobs.EndpointMessages, s.router.Has, key.AllowsModel)

@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
 		maxBody: maxBody, done: done, queue: newQueuer(st, pub), files: files.New(pool),
-		batches: batches.New(pool)}
+		batches: batches.New(pool), uploads: make(chan struct{}, max(1, cfg.DBMaxConns/4))}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

@@ -48,6 +48,8 @@ type Server struct {
 	files *files.Store
 	// batches stores batches (pkg/batches); the workers run them.
 	batches *batches.Store
+	// uploads holds a token per upload in progress (takeUpload); nil: no cap.
+	uploads chan struct{}
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64

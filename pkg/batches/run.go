@@ -90,7 +90,7 @@ func (s *Store) FailValidation(ctx context.Context, b *Batch, at time.Time, errs
 const eventSQL = `ev AS (
 			INSERT INTO jobs (id, key_id, endpoint, model, async, status, attempts, created_at, started_at, finished_at,
 				deadline, status_code, response, webhook_url, batch_id, batch_line)
-			SELECT 'bevt_' || substr(b.id, 7), b.key_id, '` + EventEndpoint + `', '', false, 'succeeded', 0, now(), now(),
+			SELECT 'job_' || substr(b.id, 7) || '_event', b.key_id, '` + EventEndpoint + `', '', false, 'succeeded', 0, now(), now(),
 				now(), now(), 200, $5::json, b.webhook_url, b.id, -1
 			FROM b WHERE b.webhook_url IS NOT NULL
 			ON CONFLICT (id) DO NOTHING)`
@@ -107,12 +107,13 @@ type Counts struct {
 	Canceled, Expired int
 }
 
-// LineCounts counts batch id's lines that have ended (their rows written).
+// LineCounts counts batch id's lines that have ended. A line redelivered mid-run has a row
+// that reads running (store.StartJobs): it does not count until it ends.
 func (s *Store) LineCounts(ctx context.Context, id string) (Counts, error) {
 	var c Counts
 	err := s.pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE status = 'succeeded'),
 			count(*) FILTER (WHERE status = 'canceled'), count(*) FILTER (WHERE error->>'code' = 'batch_expired')
-		FROM jobs WHERE batch_id = $1 AND batch_line >= 0`, id).Scan(&c.Done, &c.Succeeded, &c.Canceled, &c.Expired)
+		FROM jobs WHERE batch_id = $1 AND batch_line >= 0 AND finished_at IS NOT NULL`, id).Scan(&c.Done, &c.Succeeded, &c.Canceled, &c.Expired)
 	if err != nil {
 		return Counts{}, fmt.Errorf("batch %s: count lines: %w", id, err)
 	}
@@ -172,7 +173,7 @@ func (s *Store) EndMissing(ctx context.Context, b *Batch, from, to int, status s
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO jobs (id, key_id, endpoint, model, async, status, attempts, created_at,
 			finished_at, deadline, status_code, error, batch_id, batch_line)
-		SELECT 'bjob_' || substr($1, 7) || '_' || n, $2, $3, '', false, $4, 0, now(), now(), $5, $6, $7::jsonb, $1, n
+		SELECT 'job_' || substr($1, 7) || '_' || n, $2, $3, '', false, $4, 0, now(), now(), $5, $6, $7::jsonb, $1, n
 		FROM generate_series($8::int, $9::int - 1) AS n
 		ON CONFLICT (id) DO NOTHING`, b.ID, b.KeyID, b.Endpoint, status, b.ExpiresAt, code, errJSON, from, to)
 	if err != nil {
@@ -195,7 +196,7 @@ type Line struct {
 // Lines returns up to limit of batch id's ended lines from line from on, in line order.
 func (s *Store) Lines(ctx context.Context, id string, from, limit int) ([]Line, error) {
 	rows, err := s.pool.Query(ctx, `SELECT batch_line, id, custom_id, status, status_code, response, error FROM jobs
-		WHERE batch_id = $1 AND batch_line >= $2 ORDER BY batch_line LIMIT $3`, id, from, limit)
+		WHERE batch_id = $1 AND batch_line >= $2 AND finished_at IS NOT NULL ORDER BY batch_line LIMIT $3`, id, from, limit)
 	if err != nil {
 		return nil, fmt.Errorf("batch %s: read lines: %w", id, err)
 	}

@@ -28,10 +28,11 @@ const (
 // margin for the runner to see it end.
 const batchMaxAge = BatchWindow + 2*time.Hour
 
-// BatchLineID is the job id of line n (0-based) of batch id: "bjob_" + the batch id's
-// random part + "_" + n.
+// BatchLineID is the job id of line n (0-based) of batch id: "job_" + the batch id's
+// time-ordered part + "_" + n. It sorts among job ids by its batch's creation time, which
+// the retention sweep (store.DeleteFinishedBefore, by id) relies on.
 func BatchLineID(batchID string, n int) string {
-	return "bjob_" + strings.TrimPrefix(batchID, "batch_") + "_" + strconv.Itoa(n)
+	return "job_" + strings.TrimPrefix(batchID, "batch_") + "_" + strconv.Itoa(n)
 }
 
 // EnsureBatchStream creates the batch-line stream or updates it. It holds at most
