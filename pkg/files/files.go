@@ -126,6 +126,7 @@ type chunkSource struct {
 	r     io.Reader
 	lim   Limits
 	seq   int32
+	buf   []byte
 	chunk []byte
 	bytes int64
 	full  int  // lines ended by '\n' that held something
@@ -138,7 +139,12 @@ func (c *chunkSource) Next() bool {
 	if c.done || c.err != nil {
 		return false
 	}
-	buf := make([]byte, ChunkSize) // a fresh buffer: COPY may still hold the last one
+	// One buffer for every chunk: COPY encodes a row's values into its own buffer when it
+	// takes them, so the last chunk is not held once Next is called again.
+	if c.buf == nil {
+		c.buf = make([]byte, ChunkSize)
+	}
+	buf := c.buf
 	n, err := io.ReadFull(c.r, buf)
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
