@@ -16,8 +16,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/store"
 )
 
-// Batch lines (jobs with a Batch) come from a consumer of their own and take at most
-// BatchShare of the pool's slots: interactive jobs are fetched into the rest, so a large
+// Batch lines (jobs with a Batch) come from a consumer of their own into slots of their own
+// (BatchShare of Concurrency, beside it): interactive jobs keep all of theirs, so a large
 // batch drains beside them, never in front. A line runs like a sync job (its row is written
 // once, with its outcome), with two differences: its batch's state is checked at pick-up
 // (a cancelled or expired batch's line ends without an upstream call, uncharged), and its
@@ -30,27 +30,29 @@ func (p *Pool) SetBatches(cons jetstream.Consumer, status func(ctx context.Conte
 	p.batchState = &batchState{lookup: status, m: map[string]batchNote{}}
 }
 
-// runBatchLines fetches batch lines into free slots, at most BatchShare of them at once,
-// until ctx ends.
+// batchSlots is how many slots batch lines have: BatchShare of Concurrency, at least 1; 0
+// without a batch consumer.
+func (p *Pool) batchSlots() int {
+	if p.batchCons == nil {
+		return 0
+	}
+	return max(1, int(math.Floor(p.cfg.BatchShare*float64(p.cfg.Concurrency))))
+}
+
+// runBatchLines fetches batch lines into their own free slots until ctx ends. (Sharing the
+// interactive slots would not do: the interactive fetch loop asks for every idle slot at
+// once and holds them through its long poll, so batch lines would get a slot only between
+// its polls.)
 func (p *Pool) runBatchLines(ctx, workCtx, hardCtx context.Context, wp *pool.Pool, free slots.Free) {
-	share := slots.New(max(1, int(math.Floor(p.cfg.BatchShare*float64(p.cfg.Concurrency)))))
-	for share.Take(ctx) {
-		if !free.Take(ctx) {
-			share.Put(1)
-			return
-		}
-		extra := share.TakeIdle()
-		got := free.TakeUpTo(extra)
-		share.Put(extra - got)
-		k := 1 + got
+	for free.Take(ctx) {
+		k := 1 + free.TakeIdle()
 		n := p.fetchFrom(ctx, p.batchCons, k, func(msg jetstream.Msg) {
 			wp.Go(func() {
-				defer func() { free.Put(1); share.Put(1) }()
+				defer free.Put(1)
 				p.handle(workCtx, hardCtx, msg)
 			})
 		})
 		free.Put(k - n)
-		share.Put(k - n)
 	}
 }
 

@@ -45,8 +45,9 @@ type PoolConfig struct {
 	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
 	// turns the cap off).
 	KeyShare float64
-	// BatchShare is the fraction of Concurrency batch lines may hold at once (0.25), so
-	// interactive jobs always have the rest.
+	// BatchShare sizes the slots batch lines run in, as a fraction of Concurrency (0.25).
+	// They are slots of their own, beside Concurrency: interactive jobs never wait for a
+	// slot a batch line holds, and a batch drains however busy the interactive slots are.
 	BatchShare float64
 }
 
@@ -174,14 +175,15 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	defer func() { stopBG(); bg.Wait() }()
 
-	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency)
+	batchSlots := p.batchSlots() // batch lines' own slots, beside the Concurrency of interactive jobs
+	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency + batchSlots)
 	// conc starts pool goroutines lazily and keeps them until Wait: start all k now, so the
 	// process's goroutine count is the same at idle as after load. Each warm-up task holds
 	// its goroutine until all k exist, so Go must start a new goroutine for every one.
 	var warm sync.WaitGroup
 	release := make(chan struct{})
-	warm.Add(p.cfg.Concurrency)
-	for range p.cfg.Concurrency {
+	warm.Add(p.cfg.Concurrency + batchSlots)
+	for range p.cfg.Concurrency + batchSlots {
 		wp.Go(func() { warm.Done(); <-release })
 	}
 	warm.Wait()
@@ -189,7 +191,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	free := slots.New(p.cfg.Concurrency)
 	var fetchers sync.WaitGroup
 	if p.batchCons != nil {
-		fetchers.Go(func() { p.runBatchLines(ctx, workCtx, hardCtx, wp, free) })
+		fetchers.Go(func() { p.runBatchLines(ctx, workCtx, hardCtx, wp, slots.New(batchSlots)) })
 	}
 	for free.Take(ctx) {
 		k := 1 + free.TakeIdle()

@@ -41,18 +41,6 @@ func (f Free) TakeIdle() int {
 	}
 }
 
-// TakeUpTo takes at most n slots free right now, without blocking, and says how many.
-func (f Free) TakeUpTo(n int) int {
-	for i := range n {
-		select {
-		case <-f:
-		default:
-			return i
-		}
-	}
-	return n
-}
-
 // Put gives n slots back. Giving back more than were taken blocks.
 func (f Free) Put(n int) {
 	for range n {
