@@ -4,7 +4,7 @@ GO ?= go
 PKGS := ./...
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: help run test test-race test-short vet lint bench soak build db-reset up down clean
+.PHONY: help run test test-race test-short test-cluster helm-check fuzz vet lint bench bench-scale soak build db-reset up down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -12,14 +12,24 @@ help: ## list the targets
 run: ## start the whole stack (Postgres, NATS, migrations, worker, ingress, fake model) in the foreground
 	@scripts/dev.sh
 
-test: ## vet, then every test with the race detector, against real Postgres and NATS it starts if needed
+test: ## vet, every test with the race detector (real Postgres and NATS, started if needed), then each fuzz target for FUZZTIME (5s)
 	@$(GO) vet $(PKGS)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@GO="$(GO)" FUZZTIME="$(or $(FUZZTIME),5s)" scripts/fuzz.sh
 
 test-race: test ## the same as test (which always runs with -race)
 
 test-short: ## every test without the race detector (faster)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-cluster: ## the cluster tests alone: a 3-node JetStream cluster, R3 streams, a stream leader and a worker killed under load (~1 min; make test runs them too)
+	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -run '^TestCluster' -timeout 10m -v ./internal/e2e/
+
+helm-check: ## lint and render deploy/helm/sluice (default and production values) with the Helm Go module; strictly decode every object into k8s.io/api types
+	@cd deploy/helm/check && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . ../sluice
+
+fuzz: ## each fuzz target for FUZZTIME (60s); FUZZ_TARGETS='FuzzAPI|…' picks some (see scripts/fuzz.sh)
+	@GO="$(GO)" FUZZTIME="$(or $(FUZZTIME),60s)" scripts/fuzz.sh
 
 vet: ## go vet
 	@$(GO) vet $(PKGS)
@@ -31,6 +41,9 @@ lint: ## golangci-lint v2 with the import-direction rules of .golangci.yaml (ins
 
 bench: ## end-to-end benchmark, direct vs through Sluice (~4 min; BENCH_FLAGS=-h lists options; see BENCHMARKS.md)
 	@$(GO) run ./cmd/sluicebench -go "$(GO)" $(BENCH_FLAGS)
+
+bench-scale: ## scaling figures: sync load on 1|2 ingresses × 1|2|4 workers sharing one NATS and one Postgres, CPU per request by process (~2 min; see BENCHMARKS.md)
+	@$(GO) run ./cmd/sluicebench -go "$(GO)" -sections scale -duration 5s -warmup 2s $(BENCH_FLAGS)
 
 soak: ## fault storm: 50,000 requests through real ingress, worker and faulty upstream; bounds and exact ledger (~3 min; see BENCHMARKS.md)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" SLUICE_SOAK_REQUESTS=50000 \

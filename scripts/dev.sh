@@ -140,7 +140,13 @@ Try it:
     -H "Authorization: Bearer $key" -H "Content-Type: application/json" \\
     -d '{"model":"fake-model","messages":[{"role":"user","content":"Hello, Sluice!"}]}'
 
-Streaming: add "stream": true.  Press Ctrl-C to stop.
+Streaming: add "stream": true. The Responses API, Messages and embeddings answer too, e.g.:
+
+  curl $base/v1/responses \\
+    -H "Authorization: Bearer $key" -H "Content-Type: application/json" \\
+    -d '{"model":"fake-model","input":"Hello, Sluice!"}'
+
+Press Ctrl-C to stop.
 MSG
 
 wait -n "${pids[@]}" || true

@@ -38,6 +38,8 @@ type load struct {
 	dur    time.Duration
 	count  int64
 	h2c    bool // HTTP/2 without TLS instead of HTTP/1.1
+	// spread, if set, replaces req.url: client i sends to spread[i mod len(spread)].
+	spread []string
 	// onMeasure, if set, is called when the measured window opens and closes (for CPU samples).
 	onMeasure func(open bool)
 }
@@ -108,8 +110,12 @@ func (l *load) run(ctx context.Context) loadResult {
 			ttfbs[i] = &hist{}
 		}
 		lat, ttfb := lats[i], ttfbs[i]
+		r := l.req
+		if len(l.spread) > 0 {
+			r.url = l.spread[i%len(l.spread)]
+		}
 		wg.Go(func() {
-			req, body, err := l.req.build(ctx)
+			req, body, err := r.build(ctx)
 			if err != nil {
 				noteErr(err.Error())
 				return

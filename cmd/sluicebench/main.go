@@ -11,7 +11,8 @@
 // Sections: sync (non-stream chat completions: req/s, p50/p99, added latency), stream (time
 // to first chunk), async (POST /v1/jobs submissions/s and drain rate), batch (a 50,000-line
 // batch: upload, drain lines/s, RSS, sync p50/p99 at c=16 with and without it), slow (goroutines and
-// RSS per in-flight job against a 30 s upstream). It prints a markdown report on stdout,
+// RSS per in-flight job against a 30 s upstream), scale (sync load against 1, 2, 4 workers
+// and 1, 2 ingresses sharing the one NATS and Postgres; not run by default: make bench-scale). It prints a markdown report on stdout,
 // progress on stderr, and exits 1 if the stack could not be run (a missed target is not a
 // failure: it is reported).
 package main
@@ -70,9 +71,14 @@ type config struct {
 	h2c              bool
 	extraEnv         map[string]string // -sluice-env
 	timeout          time.Duration
+	scaleWorkers     []int // -workers
+	scaleIngresses   []int // -ingresses
+	scaleConc        []int // -scale-concurrency
+	natsCluster      int   // -nats-cluster: servers; 1 is cmd/devnats alone
 }
 
-var allSections = []string{"sync", "stream", "async", "batch", "slow"}
+// allSections: the first five run by default.
+var allSections = []string{"sync", "stream", "async", "batch", "slow", "scale"}
 
 func parseConfig(args []string, out io.Writer) (*config, error) {
 	c := &config{}
@@ -80,7 +86,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.SetOutput(out)
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time of each load point")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up before each load point (not measured)")
-	sections := fs.String("sections", strings.Join(allSections, ","), "sections to run: "+strings.Join(allSections, ","))
+	sections := fs.String("sections", strings.Join(allSections[:5], ","), "sections to run: "+strings.Join(allSections, ","))
 	conc := fs.String("concurrency", "1,64,256", "client concurrency levels of the sync section")
 	streamConc := fs.String("stream-concurrency", "1,64", "client concurrency levels of the stream section")
 	fs.IntVar(&c.workerConc, "worker-concurrency", 256, "WORKER_CONCURRENCY for the sync, stream and async sections")
@@ -103,6 +109,11 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 		"and the fake upstream, and from the worker to upstreams (UPSTREAM_H2C=true), instead of HTTP/1.1")
 	extraEnv := fs.String("sluice-env", "", "extra settings for the ingress and worker, as KEY=VALUE,KEY=VALUE (e.g. GOGC=400)")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve pprof from the ingress on 127.0.0.1:6061 and the worker on :6062")
+	workers := fs.String("workers", "1,2,4", "scale section: numbers of worker processes")
+	ingresses := fs.String("ingresses", "1,2", "scale section: numbers of ingress processes (clients spread over them)")
+	scaleConc := fs.String("scale-concurrency", "64", "scale section: client concurrency levels of every shape (c=1 is added on 1×1)")
+	fs.IntVar(&c.natsCluster, "nats-cluster", 1, "NATS servers: 1 runs cmd/devnats; 3 or 5 run a JetStream cluster of nats-server "+
+		"processes (built from the module) with QUEUE_REPLICAS set to match")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -142,11 +153,28 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	if c.streamConc, err = parseInts(*streamConc); err != nil {
 		errs = append(errs, fmt.Errorf("-stream-concurrency: %w", err))
 	}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *[]int
+		max  int
+	}{{"-workers", *workers, &c.scaleWorkers, 16}, {"-ingresses", *ingresses, &c.scaleIngresses, 16},
+		{"-scale-concurrency", *scaleConc, &c.scaleConc, 4096}} {
+		v, err := parseInts(f.in)
+		if err == nil && slices.ContainsFunc(v, func(n int) bool { return n > f.max }) {
+			err = fmt.Errorf("%q: want at most %d", f.in, f.max)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+		}
+		*f.out = v
+	}
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
+	check(c.natsCluster == 1 || c.natsCluster == 3 || c.natsCluster == 5, "-nats-cluster %d: want 1, 3 or 5", c.natsCluster)
 	check(c.duration >= 100*time.Millisecond, "-duration %s: want at least 100ms", c.duration)
 	check(c.warmup >= 0, "-warmup %s: want >= 0", c.warmup)
 	check(c.workerConc >= 1, "-worker-concurrency %d: want >= 1", c.workerConc)
@@ -216,7 +244,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		}
 	}
 	rep := &report{Config: reportConfig{Duration: cfg.duration.String(), Warmup: cfg.warmup.String(),
-		WorkerConcurrency: cfg.workerConc, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
+		WorkerConcurrency: cfg.workerConc, NATSServers: cfg.natsCluster, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
 		Go: runtime.Version(), LoadBefore: loadavg()}
 	wholeBusy, wholeSteal, wholeTotal, _ := systemCPU()
@@ -264,7 +292,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	first := cfg.workerConc
-	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] && !cfg.sections["batch"] {
+	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] && !cfg.sections["scale"] &&
+		!cfg.sections["batch"] {
 		first = cfg.slowJobs
 	}
 	if err := s.startSluice(ctx, first); err != nil {
@@ -301,6 +330,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			return fmt.Errorf("slow section: %w", err)
 		}
 		rep.Slow = &sl
+	}
+	if cfg.sections["scale"] && ctx.Err() == nil {
+		if rep.Scale, err = s.scaleSection(ctx); err != nil {
+			return fmt.Errorf("scale section: %w", err)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("run cut short: %w", err)

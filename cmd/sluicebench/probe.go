@@ -247,7 +247,7 @@ func (m *cpuMeter) close() cpuShare {
 		s.Steal = float64(steal-m.steal) / float64(total-m.total) * ncpu
 		s.Other = max(s.Machine-ours, 0)
 	}
-	return s
+	return foldRoles(s)
 }
 
 // machine describes where the numbers were taken.

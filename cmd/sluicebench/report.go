@@ -26,6 +26,7 @@ type report struct {
 	Async        *asyncResult `json:"async,omitempty"`
 	Batch        *batchResult `json:"batch,omitempty"`
 	Slow         *slowResult  `json:"slow,omitempty"`
+	Scale        []scaleShape `json:"scale,omitempty"`
 	Targets      []target     `json:"targets"`
 	Finished     string       `json:"finished"`
 }
@@ -34,6 +35,7 @@ type reportConfig struct {
 	Duration          string            `json:"duration"`
 	Warmup            string            `json:"warmup"`
 	WorkerConcurrency int               `json:"worker_concurrency"`
+	NATSServers       int               `json:"nats_servers"`
 	H2C               bool              `json:"h2c"`
 	ExtraEnv          map[string]string `json:"extra_env,omitempty"`
 	StreamChunks      int               `json:"stream_chunks"`
@@ -64,6 +66,11 @@ func (r *report) evaluate() {
 	}
 	if r.Async != nil {
 		others = append(others, r.Async.DrainCPU.Other)
+	}
+	for _, sh := range r.Scale {
+		for _, p := range sh.Points {
+			others = append(others, p.CPU.Other)
+		}
 	}
 	for _, o := range others {
 		r.OtherAvg += o / float64(len(others))
@@ -162,7 +169,7 @@ func (r *report) markdown(w io.Writer) {
 		{"memory / kernel", m.MemTotal + " / Linux " + m.Kernel},
 		{"Go", m.Go},
 		{"PostgreSQL", m.Postgres + " (" + m.PGSettings + ")"},
-		{"NATS", "nats-server " + m.NATS + " (cmd/devnats, JetStream file storage)"},
+		{"NATS", natsNote(m.NATS, r.Config.NATSServers)},
 		{"load average before / after", m.LoadBefore + " / " + m.LoadAfter},
 		{"machine CPU busy over the run", fmt.Sprintf("%.2f of %d cores (hypervisor steal %.2f)", r.MachineBusy, m.CPUs,
 			r.MachineSteal)},
@@ -272,6 +279,10 @@ func (r *report) markdown(w io.Writer) {
 		}
 	}
 	r.batchMarkdown(w)
+	r.scaleMarkdown(w)
+	if !slices.ContainsFunc(r.Targets, func(t target) bool { return t.Met != nil }) {
+		return // none of the targeted sections ran (e.g. -sections scale)
+	}
 	fmt.Fprintf(w, "### Targets\n\n")
 	var rows [][]string
 	for _, t := range r.Targets {
@@ -338,4 +349,12 @@ func envNote(env map[string]string) string {
 		fmt.Fprintf(&b, "%s=%s; ", k, env[k])
 	}
 	return b.String()
+}
+
+func natsNote(version string, servers int) string {
+	if servers > 1 {
+		return fmt.Sprintf("nats-server %s, a JetStream cluster of %d processes, file storage, QUEUE_REPLICAS=%d", version,
+			servers, servers)
+	}
+	return "nats-server " + version + " (cmd/devnats, JetStream file storage)"
 }

@@ -103,6 +103,7 @@ type stack struct {
 
 	mu                         sync.Mutex
 	nats, fast, slow, ing, wrk *proc
+	natsPeers                  []*proc // the other servers of a -nats-cluster
 	fastAddr, slowAddr         string
 	ingAddr, wrkAddr           string
 
@@ -112,23 +113,22 @@ type stack struct {
 func (s *stack) env() map[string]string {
 	env := map[string]string{"DATABASE_URL": s.dbURL, "NATS_URL": s.natsURL, "SLUICE_ENCRYPTION_KEY": s.encKey,
 		"LOG_LEVEL": "warn", "SHUTDOWN_GRACE": "5s"}
+	if s.cfg.natsCluster > 1 {
+		env["QUEUE_REPLICAS"] = fmt.Sprint(s.cfg.natsCluster)
+	}
 	maps.Copy(env, s.cfg.extraEnv)
 	return env
 }
 
 // startBase starts what the whole run shares: NATS, the two fake upstreams, and migrations.
 func (s *stack) startBase(ctx context.Context) error {
-	natsAddr, err := freeAddr()
-	if err != nil {
-		return err
+	var err error
+	if s.cfg.natsCluster > 1 {
+		err = s.startNATSCluster(ctx, s.cfg.natsCluster)
+	} else {
+		err = s.startDevNATS(ctx)
 	}
-	s.natsURL = "nats://" + natsAddr
-	s.nats, err = startProc("devnats", filepath.Join(s.bin, "devnats"), s.dir, nil,
-		"-addr", natsAddr, "-store", filepath.Join(s.dir, "nats"), "-quiet")
 	if err != nil {
-		return err
-	}
-	if err := s.nats.waitReady(ctx, 30*time.Second, probeTCP(natsAddr)); err != nil {
 		return err
 	}
 	if s.fastAddr, err = freeAddr(); err != nil {
@@ -159,6 +159,20 @@ func (s *stack) startBase(ctx context.Context) error {
 		return fmt.Errorf("worker migrate: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// startDevNATS starts the one NATS server of cmd/devnats.
+func (s *stack) startDevNATS(ctx context.Context) error {
+	natsAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	s.natsURL = "nats://" + natsAddr
+	if s.nats, err = startProc("devnats", filepath.Join(s.bin, "devnats"), s.dir, nil,
+		"-addr", natsAddr, "-store", filepath.Join(s.dir, "nats"), "-quiet"); err != nil {
+		return err
+	}
+	return s.nats.waitReady(ctx, 30*time.Second, probeTCP(natsAddr))
 }
 
 // startSluice (re)starts the ingress and a worker with the given WORKER_CONCURRENCY.
@@ -250,7 +264,7 @@ func (s *stack) stopSluice() error {
 // stop stops every process, newest first.
 func (s *stack) stop() error {
 	errs := []error{s.stopSluice()}
-	for _, p := range []*proc{s.slow, s.fast, s.nats} {
+	for _, p := range append([]*proc{s.slow, s.fast, s.nats}, s.natsPeers...) {
 		if p != nil {
 			errs = append(errs, p.stop(20*time.Second))
 		}
@@ -268,6 +282,9 @@ func (s *stack) pids() map[string]int {
 		if p != nil {
 			m[name] = p.pid()
 		}
+	}
+	for i, p := range s.natsPeers {
+		m[fmt.Sprintf("nats/%d", i+2)] = p.pid()
 	}
 	return m
 }

@@ -166,7 +166,7 @@ func checkBody(endpoint string, body json.RawMessage) (model, problem string) {
 		if !has("prompt") {
 			return "", "'body.prompt' is required."
 		}
-	case jobs.EndpointEmbeddings:
+	case jobs.EndpointEmbeddings, jobs.EndpointResponses:
 		if !has("input") {
 			return "", "'body.input' is required."
 		}

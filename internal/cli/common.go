@@ -26,6 +26,7 @@ type Common struct {
 	QueueMaxJobs        int64         `env:"QUEUE_MAX_JOBS" envDefault:"100000"`
 	QueueMaxBytes       int64         `env:"QUEUE_MAX_BYTES" envDefault:"-1"`
 	KeyMaxQueued        int64         `env:"KEY_MAX_QUEUED" envDefault:"10000"`
+	QueueReplicas       int           `env:"QUEUE_REPLICAS" envDefault:"1"`
 	DBMaxConns          int32         `env:"DB_MAX_CONNS" envDefault:"16"`
 	WebhookAllowPrivate bool          `env:"WEBHOOK_ALLOW_PRIVATE" envDefault:"false"`
 	ChannelRefresh      time.Duration `env:"CHANNEL_REFRESH" envDefault:"10s"`
@@ -40,6 +41,7 @@ func (c *Common) Check(check func(ok bool, format string, args ...any)) {
 	check(c.ShutdownGrace >= 0, "SHUTDOWN_GRACE=%s: want >= 0", c.ShutdownGrace)
 	check(c.QueueMaxJobs >= 1, "QUEUE_MAX_JOBS=%d: want at least 1", c.QueueMaxJobs)
 	check(c.QueueMaxBytes == -1 || c.QueueMaxBytes >= 1<<20, "QUEUE_MAX_BYTES=%d: want at least 1048576, or -1 for no cap", c.QueueMaxBytes)
+	check(c.QueueReplicas >= 1 && c.QueueReplicas <= 5, "QUEUE_REPLICAS=%d: want 1..5 (JetStream's limit; 3 in a cluster)", c.QueueReplicas)
 	check(c.KeyMaxQueued >= 1, "KEY_MAX_QUEUED=%d: want at least 1", c.KeyMaxQueued)
 	check(c.DBMaxConns >= 1, "DB_MAX_CONNS=%d: want at least 1", c.DBMaxConns)
 	check(c.NATSCreds == "" || c.NATSNkey == "", "NATS_CREDS and NATS_NKEY are both set: want one")
@@ -50,7 +52,7 @@ func (c *Common) Check(check func(ok bool, format string, args ...any)) {
 // Queue is the job queue's configuration as both binaries must see it.
 func (c *Common) Queue() jobs.QueueConfig {
 	return jobs.QueueConfig{MaxJobs: c.QueueMaxJobs, MaxBytes: c.QueueMaxBytes,
-		MaxQueuedPerKey: c.KeyMaxQueued, JobTimeout: c.JobTimeout}
+		MaxQueuedPerKey: c.KeyMaxQueued, JobTimeout: c.JobTimeout, Replicas: c.QueueReplicas}
 }
 
 // NATS is how to reach NATS, for jobs.Connect; name is the connection's name.

@@ -58,3 +58,35 @@ func TestNATSSettings_Issue9_5(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueReplicas_Issue13_1: QUEUE_REPLICAS is 1 by default, reaches the queue's
+// configuration (both streams and both consumers take it from there), and 0 or 6 stop
+// the binary at start.
+func TestQueueReplicas_Issue13_1(t *testing.T) {
+	t.Parallel()
+	env := func(v string) map[string]string {
+		m := map[string]string{"DATABASE_URL": "postgres://x", "SLUICE_ENCRYPTION_KEY": "k"}
+		if v != "" {
+			m["QUEUE_REPLICAS"] = v
+		}
+		return m
+	}
+	for _, tt := range []struct {
+		v    string
+		want int
+	}{{"", 1}, {"3", 3}, {"5", 5}} {
+		var c commonOnly
+		if err := Load(&c, env(tt.v)); err != nil {
+			t.Fatalf("QUEUE_REPLICAS=%q: %v", tt.v, err)
+		}
+		if got := c.Queue().Replicas; got != tt.want {
+			t.Errorf("QUEUE_REPLICAS=%q: Queue().Replicas = %d, want %d", tt.v, got, tt.want)
+		}
+	}
+	for _, v := range []string{"0", "6", "-1"} {
+		var c commonOnly
+		if err := Load(&c, env(v)); err == nil || !strings.Contains(err.Error(), "QUEUE_REPLICAS") {
+			t.Errorf("QUEUE_REPLICAS=%s: Load = %v, want an error naming it", v, err)
+		}
+	}
+}

@@ -74,15 +74,21 @@ func download(t *testing.T, c openai.Client, id string) []outLine {
 func waitBatch(t *testing.T, c openai.Client, id string, d time.Duration, what string, cond func(*openai.Batch) bool) *openai.Batch {
 	t.Helper()
 	var b *openai.Batch
-	eventually(t, d, what, func() bool {
+	deadline := time.Now().Add(d)
+	for {
 		var err error
 		b, err = c.Batches.Get(context.Background(), id)
 		if err != nil {
 			t.Fatalf("get batch: %v", err)
 		}
-		return cond(b)
-	})
-	return b
+		if cond(b) {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; the batch: %s", d, what, b.RawJSON())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestBatchOpenAI_Issue12_2: a 1,000-line batch through the official SDK on a faulty fake

@@ -95,3 +95,44 @@ func TestBatchWebhooks_Issue12_4(t *testing.T) {
 		t.Errorf("the jobs list shows batch lines or events: %s", body)
 	}
 }
+
+// TestBatchResponses_Issue12_2: a batch of /v1/responses lines runs on a chat channel
+// (translated), one output line per input line.
+func TestBatchResponses_Issue12_2(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOpts{concurrency: 8})
+	_, srv := providertest.Start(t, providertest.Config{})
+	s.channel(map[string]any{"provider": "anthropic", "base_url": srv.URL, "api_key": "sk-ant-test-123456", "models": []string{"m"}})
+	key := s.newKey(nil)
+	c := openai.NewClient(option.WithBaseURL(s.base+"/v1"), option.WithAPIKey(key.Key), option.WithMaxRetries(0))
+	ctx := context.Background()
+	var in strings.Builder
+	for i := range 4 {
+		in.WriteString(`{"custom_id":"r` + string(rune('0'+i)) + `","method":"POST","url":"/v1/responses","body":{"model":"m","input":"hello"}}` + "\n")
+	}
+	f, err := c.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(in.String()), "in.jsonl", "application/jsonl"),
+		Purpose: openai.FilePurposeBatch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1Responses,
+		CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := waitBatch(t, c, b.ID, 60*time.Second, "the batch to end", func(b *openai.Batch) bool {
+		return b.Status == "completed" || b.Status == "failed"
+	})
+	if end.Status != "completed" {
+		t.Fatalf("batch %s: %s", end.Status, end.RawJSON())
+	}
+	outs := download(t, c, end.OutputFileID)
+	if len(outs) != 4 || end.RequestCounts.Completed != 4 {
+		t.Fatalf("%d output lines, counts %+v", len(outs), end.RequestCounts)
+	}
+	for _, l := range outs {
+		if !strings.Contains(string(l.Response.Body), `"object":"response"`) {
+			t.Errorf("line %s: %s", l.CustomID, l.Response.Body)
+		}
+	}
+}

@@ -112,6 +112,7 @@ func TestKeyLimitsAcrossIngresses(t *testing.T) {
 
 	t.Run("rpm", func(t *testing.T) {
 		k := s.newKey(map[string]any{"name": "rpm", "rpm": 60})
+		s.routes(second, k.Key, "m")
 		g.open()
 		var ok, limited atomic.Int64
 		var wg sync.WaitGroup
@@ -146,6 +147,7 @@ func TestMaxConcurrencyAcrossIngresses(t *testing.T) {
 	s.channel(map[string]any{"provider": "openai", "base_url": srv.URL + "/v1", "models": []string{"m"}})
 	bases := []string{s.base, second}
 	k := s.newKey(map[string]any{"name": "conc", "max_concurrency": 2})
+	s.routes(second, k.Key, "m")
 	var wg sync.WaitGroup
 	codes := make([]atomic.Int64, 8)
 	for i := range codes {

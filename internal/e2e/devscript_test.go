@@ -50,6 +50,7 @@ func TestDevScriptQuickStart_Issue9_15(t *testing.T) {
 		}
 	}
 	chatCurl := readmeBlock(t, string(readme), "/v1/chat/completions", "$(cat .dev/dev-key)")
+	responsesCurl := readmeBlock(t, string(readme), "/v1/responses", "$(cat .dev/dev-key)")
 
 	work := t.TempDir()
 	dev := filepath.Join(work, ".dev")
@@ -165,6 +166,21 @@ func TestDevScriptQuickStart_Issue9_15(t *testing.T) {
 		if !strings.Contains(streamed, "data: {") || !strings.HasSuffix(strings.TrimSpace(streamed), "data: [DONE]") {
 			t.Errorf("%s: streamed chat completion answered %q, want SSE chunks ending in [DONE]", name, streamed)
 		}
+	}
+
+	// The quick start's Responses call, against the fake model (issue 11).
+	var resp struct {
+		Object string `json:"object"`
+		Status string `json:"status"`
+		Output []struct {
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+		} `json:"output"`
+	}
+	if b := sh(port(responsesCurl)); json.Unmarshal([]byte(b), &resp) != nil || resp.Object != "response" ||
+		resp.Status != "completed" || len(resp.Output) != 1 || len(resp.Output[0].Content) != 1 || resp.Output[0].Content[0].Text == "" {
+		t.Errorf("the README's /v1/responses curl answered %q, want a completed response from the fake model", b)
 	}
 
 	// Stop it as Ctrl-C would (dev.sh only: it must stop its children itself).

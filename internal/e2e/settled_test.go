@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,7 +18,7 @@ import (
 // test that reads the ledger right after an answer waits for this first.
 func (s *stack) settled() {
 	s.t.Helper()
-	nc := jobstest.Connect(s.t, s.nats.URL)
+	nc := jobstest.Connect(s.t, s.wcfg.NATSURL.Reveal())
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -29,5 +31,38 @@ func (s *stack) settled() {
 		}
 		info, err := st.Info(context.Background())
 		return err == nil && info.State.Msgs == 0
+	})
+}
+
+// routes waits until the ingress at base serves model to token's key (GET /v1/models lists
+// it): an ingress learns of a channel another process created through a NATS notice or its
+// next CHANNEL_REFRESH, so a test that sends to a second ingress waits for this first.
+func (s *stack) routes(base, token, model string) {
+	s.t.Helper()
+	eventually(s.t, 20*time.Second, "ingress "+base+" to route "+model, func() bool {
+		req, err := http.NewRequest(http.MethodGet, base+"/v1/models", nil)
+		if err != nil {
+			return false
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := s.http.Do(req)
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		var list struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if res.StatusCode != http.StatusOK || json.NewDecoder(res.Body).Decode(&list) != nil {
+			return false
+		}
+		for _, m := range list.Data {
+			if m.ID == model {
+				return true
+			}
+		}
+		return false
 	})
 }

@@ -68,12 +68,21 @@ type stackOpts struct {
 	// defaults runs both binaries with their default settings, as parsed from an environment
 	// holding only what is required (the other options are ignored).
 	defaults bool
+	// natsURL, if set, is a NATS (cluster) the stack uses instead of a server of its own,
+	// with replicas as QUEUE_REPLICAS.
+	natsURL  string
+	replicas int
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
 	t.Helper()
-	s := &stack{t: t, db: storetest.New(t), nats: jobstest.NewServer(t),
+	s := &stack{t: t, db: storetest.New(t),
 		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	natsURL := o.natsURL
+	if natsURL == "" {
+		s.nats = jobstest.NewServer(t)
+		natsURL = s.nats.URL
+	}
 	t.Cleanup(s.http.CloseIdleConnections)
 	if o.concurrency == 0 {
 		o.concurrency = 8
@@ -94,8 +103,8 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		o.maxWaiting = 512
 	}
 	s.tune = o.tune
-	s.wcfg = worker.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(s.nats.URL),
-		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, QueueMaxJobs: 10_000,
+	s.wcfg = worker.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(natsURL),
+		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, QueueMaxJobs: 10_000, QueueReplicas: o.replicas,
 		ShutdownGrace: 5 * time.Second, ChannelRefresh: time.Second, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		Concurrency: o.concurrency, IdleTimeout: o.idleTimeout, MaxAttempts: 3, IdleConnTimeout: 90 * time.Second,
 		MaxResponseBytes: 64 << 20, AckWait: o.ackWait, MaxAckPending: 1024, Retention: 24 * time.Hour,
@@ -112,8 +121,8 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if !o.noWorker {
 		s.ops, s.stopW = s.startWorker()
 	}
-	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(s.nats.URL),
-		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, ChannelRefresh: time.Second,
+	icfg := ingress.Config{Common: cli.Common{DatabaseURL: secret.Secret(s.db.URL), NATSURL: secret.Secret(natsURL),
+		EncryptionKey: secret.Secret(s.db.EncryptionKey), JobTimeout: o.jobTimeout, ChannelRefresh: time.Second, QueueReplicas: o.replicas,
 		ShutdownGrace: 5 * time.Second, QueueMaxJobs: 10_000, DBMaxConns: 8, WebhookAllowPrivate: !o.noPrivate},
 		AdminToken: adminToken, MaxBodyBytes: o.maxBody, MaxWaiting: o.maxWaiting, MaxConns: 4 * o.maxWaiting,
 		KeyCacheTTL: 10 * time.Second, H2C: o.h2c}
@@ -321,8 +330,9 @@ func chatBody(model, text string) map[string]any {
 // workerEnv is the environment of a worker process for this stack.
 func (s *stack) workerEnv(addr string, concurrency int) map[string]string {
 	return map[string]string{
-		"DATABASE_URL": s.db.URL, "NATS_URL": s.nats.URL, "SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey,
-		"WORKER_ADDR": addr, "WORKER_CONCURRENCY": fmt.Sprint(concurrency), "JOB_TIMEOUT": s.wcfg.JobTimeout.String(),
+		"DATABASE_URL": s.db.URL, "NATS_URL": s.wcfg.NATSURL.Reveal(), "SLUICE_ENCRYPTION_KEY": s.db.EncryptionKey,
+		"QUEUE_REPLICAS": fmt.Sprint(max(s.wcfg.QueueReplicas, 1)),
+		"WORKER_ADDR":    addr, "WORKER_CONCURRENCY": fmt.Sprint(concurrency), "JOB_TIMEOUT": s.wcfg.JobTimeout.String(),
 		"UPSTREAM_IDLE_TIMEOUT": s.wcfg.IdleTimeout.String(), "JOB_ACK_WAIT": s.wcfg.AckWait.String(),
 		// As in-process workers, which leave it unset: the first byte waits as long as idle.
 		"UPSTREAM_FIRST_BYTE_TIMEOUT": cmp.Or(s.wcfg.FirstByteTimeout, s.wcfg.IdleTimeout).String(),

@@ -29,10 +29,16 @@ type answer struct {
 	// broken is set when writing an event failed: the client stopped reading (its write
 	// deadline passed, see guardWrites) or left.
 	broken bool
+	// resp follows a Responses stream, which ends in response.failed rather than an error.
+	resp *responsesStream
 }
 
 func newAnswer(s *Server, w http.ResponseWriter, r *http.Request, job *jobs.Job) *answer {
-	return &answer{s: s, w: w, r: r, job: job, asm: jobs.NewAssembler(job.Stream)}
+	a := &answer{s: s, w: w, r: r, job: job, asm: jobs.NewAssembler(job.Stream)}
+	if job.Stream && job.Endpoint == jobs.EndpointResponses {
+		a.resp = &responsesStream{}
+	}
+	return a
 }
 
 // handle takes one reply message; it returns true when the response is complete.
@@ -99,6 +105,9 @@ func (a *answer) event(name string, data []byte) {
 	buf.WriteString("data: ")
 	buf.Write(data)
 	buf.WriteString("\n\n")
+	if a.resp != nil {
+		a.resp.observe(data)
+	}
 	if _, err := a.w.Write(buf.Bytes()); err != nil {
 		a.broken = true
 		return
@@ -113,7 +122,8 @@ func (a *answer) event(name string, data []byte) {
 func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	if a.wroteHeader {
 		if f.Status == store.StatusSucceeded {
-			if a.job.Endpoint != jobs.EndpointMessages { // Anthropic streams end with message_stop
+			// Anthropic streams end with message_stop, Responses streams with response.completed.
+			if a.job.Endpoint != jobs.EndpointMessages && a.resp == nil {
 				_, _ = io.WriteString(a.w, "data: [DONE]\n\n")
 			}
 			_ = http.NewResponseController(a.w).Flush()
@@ -209,6 +219,10 @@ func (a *answer) fail(err error) {
 func (a *answer) streamError(e *jobs.APIError) {
 	if e == nil {
 		e = jobs.UpstreamError("", "The stream failed.")
+	}
+	if a.resp != nil {
+		a.writeFailed(e)
+		return
 	}
 	b, _ := json.Marshal(errorJSON(a.r, e))
 	if a.job.Endpoint == jobs.EndpointMessages {

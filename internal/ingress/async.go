@@ -104,7 +104,7 @@ func parseMetadata(raw []byte) (map[string]string, error) {
 }
 
 var asyncEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true,
-	jobs.EndpointEmbeddings: true, jobs.EndpointMessages: true}
+	jobs.EndpointEmbeddings: true, jobs.EndpointMessages: true, jobs.EndpointResponses: true}
 
 // submitJob serves POST /v1/jobs.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
@@ -124,8 +124,8 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !asyncEndpoints[sub.Endpoint] {
-		s.writeError(w, r, badRequest("endpoint", fmt.Sprintf("'endpoint' must be one of %s, %s, %s, %s.",
-			jobs.EndpointChat, jobs.EndpointCompletions, jobs.EndpointEmbeddings, jobs.EndpointMessages)))
+		s.writeError(w, r, badRequest("endpoint", fmt.Sprintf("'endpoint' must be one of %s, %s, %s, %s, %s.",
+			jobs.EndpointChat, jobs.EndpointCompletions, jobs.EndpointEmbeddings, jobs.EndpointMessages, jobs.EndpointResponses)))
 		return
 	}
 	p, err := parseRequest(sub.Endpoint, sub.Body, false)

@@ -17,7 +17,8 @@ import (
 )
 
 // batchEndpoints are the endpoints a batch may run (OpenAI's, those Sluice has).
-var batchEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true, jobs.EndpointEmbeddings: true}
+var batchEndpoints = map[string]bool{jobs.EndpointChat: true, jobs.EndpointCompletions: true, jobs.EndpointEmbeddings: true,
+	jobs.EndpointResponses: true}
 
 // batchObject renders b as OpenAI's batch object.
 func batchObject(b *batches.Batch) map[string]any { return batches.Object(b) }
@@ -94,8 +95,8 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 	case req.inputFile == "":
 		err = badRequest("input_file_id", "'input_file_id' is required.")
 	case !batchEndpoints[req.endpoint]:
-		err = badRequest("endpoint", fmt.Sprintf("'endpoint' must be one of %s, %s, %s.", jobs.EndpointChat,
-			jobs.EndpointCompletions, jobs.EndpointEmbeddings))
+		err = badRequest("endpoint", fmt.Sprintf("'endpoint' must be one of %s, %s, %s, %s.", jobs.EndpointChat,
+			jobs.EndpointCompletions, jobs.EndpointEmbeddings, jobs.EndpointResponses))
 	case req.window != "24h":
 		err = badRequest("completion_window", "'completion_window' must be \"24h\".")
 	default:

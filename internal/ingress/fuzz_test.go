@@ -123,13 +123,15 @@ func fuzzHandler() http.Handler {
 // content type, Prefer: respond-async, parsing, and the POST /v1/jobs envelope — through
 // the real handler, and checks every answer is a well-formed 4xx error in the route's shape.
 func FuzzHandler(f *testing.F) {
-	routes := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/jobs"}
+	routes := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/jobs", "/v1/responses"}
 	for i, b := range fuzzBodies {
 		f.Add(uint8(i), "application/json", "", []byte(b))
 		f.Add(uint8(4), "application/json; charset=utf-8", "respond-async",
 			[]byte(`{"endpoint":"/v1/chat/completions","body":`+b+`,"metadata":{"a":"b"},"timeout_s":60}`))
 	}
 	f.Add(uint8(0), "text/plain", "", []byte(`{}`))
+	f.Add(uint8(5), "application/json", "", []byte(`{"model":"m","input":[{"role":"user","content":"x"}],"stream":true}`))
+	f.Add(uint8(5), "application/json", "respond-async", []byte(`{"model":"m","input":"x","previous_response_id":"resp_1"}`))
 	f.Add(uint8(1), "application/vnd.api+json", "wait, respond-async", []byte(`{"model":"m","prompt":"x","stream":true}`))
 	f.Fuzz(func(t *testing.T, route uint8, contentType, prefer string, body []byte) {
 		path := routes[int(route)%len(routes)]
@@ -223,7 +225,10 @@ func FuzzStreamAnswer(f *testing.F) {
 
 // FuzzAPI sends any method, path, query, headers and body to every route — the admin API
 // as well as /v1 — through the real handler on real Postgres and JetStream, and checks that
-// no input gets a 5xx and that every error is a well-formed API error with an X-Request-Id.
+// no input gets a 5xx and that every error is a well-formed API error with an X-Request-Id,
+// and the properties of issue 9 items 11 (bad Idempotency-Key or path id: a 4xx, never
+// retryable), 13 (no job with a webhook the SSRF guard refuses) and 14 (an unknown model
+// is 404 model_not_found, whatever the key's allowlist) in api_fuzz_test.go.
 // The seeds (testdata/fuzz/FuzzAPI) are the inputs of issue 17 (items 1-5) and issue 9
 // (items 11, 13, 14). header holds "Name: value" lines. The /v1 keys a seed may name
 // (testBlockedKey, testAllowKey) have rpm 0, so a request that passes validation ends in a
@@ -256,6 +261,9 @@ func FuzzAPI(f *testing.F) {
 		if res.StatusCode >= 500 {
 			t.Fatalf("%s %q = %d %s, want no 5xx", method, target, res.StatusCode, b)
 		}
+		a := decodeAnswer(res, b)
+		checkBadInput(t, req, a)              // issue 9 item 11
+		checkWebhookAccepted(t, req, body, a) // issue 9 item 13
 		if res.StatusCode < 400 {
 			return
 		}
@@ -275,5 +283,6 @@ func FuzzAPI(f *testing.F) {
 		if err := json.Unmarshal(b, &e); err != nil || e.Error.Type == "" || e.Error.Message == "" {
 			t.Fatalf("%s %q = %d: body %s is not an API error", method, target, res.StatusCode, b)
 		}
+		checkModelAnswer(t, hs, req, a) // issue 9 item 14
 	})
 }

@@ -142,6 +142,10 @@ func parseRequest(endpoint string, body []byte, allowStream bool) (*parsed, erro
 		if jsonscan.IsNull(req.prompt) {
 			return nil, badRequest("prompt", "'prompt' is required.")
 		}
+	case jobs.EndpointResponses:
+		if err := checkResponses(body); err != nil {
+			return nil, err
+		}
 	case jobs.EndpointEmbeddings:
 		if p.stream {
 			return nil, badRequest("stream", "Embeddings cannot be streamed.")

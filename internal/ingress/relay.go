@@ -138,6 +138,11 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	job.Reply = waiter.Subject
 	w.Header().Set("Sluice-Job-Id", job.ID)
 	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+		if errors.Is(err, jobs.ErrUnavailable) {
+			// A try may have been stored with its ack lost: the caller is told 503, so
+			// that job must not run (workers drop a queued job cancelled this way).
+			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
+		}
 		if key.MaxConcurrency != nil {
 			_ = s.store.ReleaseSlot(context.WithoutCancel(r.Context()), job.ID)
 		}

@@ -33,8 +33,11 @@ type Options struct {
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
 // gives in-flight requests ShutdownGrace, and closes NATS and Postgres last.
-// pubTimeout bounds the wait for a JetStream publish ack.
-const pubTimeout = 5 * time.Second
+// pubTimeout bounds a JetStream publish, its retries included: a try whose ack does not
+// come is repeated (same Nats-Msg-Id, so deduplicated) for up to this long, which covers a
+// cluster electing a new stream leader (Raft's election timeout is 4-9 s). Past it the caller
+// gets 503 with Retry-After.
+const pubTimeout = 10 * time.Second
 
 // h2cStreams caps concurrent requests on one h2c connection (INGRESS_H2C).
 const h2cStreams = 100
@@ -105,6 +108,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		log.WarnContext(ctx, "INGRESS_MAX_BODY_BYTES lowered to fit the NATS max payload", "max_body_bytes", maxBody)
 	}
 	pub := jobs.NewPublisher(nc, js, pubTimeout)
+	pubAck := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "sluice_ingress_publish_ack_seconds",
+		Help:    "How long a job publish waited for JetStream's ack, retries during a leader election included, by result (ok, error).",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"result"})
+	reg.MustRegister(pubAck)
+	pubOK, pubErr := pubAck.WithLabelValues("ok"), pubAck.WithLabelValues("error")
+	pub.SetObserver(func(d time.Duration, err error) {
+		if err != nil {
+			pubErr.Observe(d.Seconds())
+			return
+		}
+		pubOK.Observe(d.Seconds())
+	})
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},

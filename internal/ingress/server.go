@@ -91,6 +91,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/completions", s.relay(jobs.EndpointCompletions))
 	route("POST /v1/embeddings", s.relay(jobs.EndpointEmbeddings))
 	route("POST /v1/messages", s.relay(jobs.EndpointMessages))
+	route("POST /v1/responses", s.relay(jobs.EndpointResponses))
 	route("GET /v1/models", s.models)
 	route("POST /v1/jobs", s.submitJob)
 	route("GET /v1/jobs", s.listJobs)

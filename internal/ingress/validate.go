@@ -26,8 +26,9 @@ const maxIdempotencyKey = 255
 // checkInput wraps a route's handler with the checks of what every route reads before its
 // body: the path's wildcards, the query string and the Idempotency-Key header. It runs
 // once per request, for every route, so no handler passes unchecked request-line text to
-// Postgres. A path id that is not valid text names nothing (404, as for any unknown id);
-// any other bad value is a 400 naming it.
+// Postgres. On the admin routes a path id that is not valid text names nothing (404, as for
+// any unknown id); anywhere else a bad value is a 400 naming it (a client's /v1/jobs/%FF is
+// a malformed request, which it must not retry).
 func (s *Server) checkInput(pattern string, next http.HandlerFunc) http.HandlerFunc {
 	wild := wildcards(pattern)
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +43,7 @@ func (s *Server) checkInput(pattern string, next http.HandlerFunc) http.HandlerF
 func checkRequestLine(r *http.Request, pattern string, wild []string) error {
 	for _, name := range wild {
 		if v := r.PathValue(name); !validText(v) || hasControl(v) {
-			if name == "id" {
+			if name == "id" && (strings.HasPrefix(pattern, "/admin/") || strings.Contains(pattern, " /admin/")) {
 				what := resourceOf(pattern)
 				return apiError(http.StatusNotFound, "not_found_error", what+"_not_found",
 					fmt.Sprintf("No %s with that id.", what))

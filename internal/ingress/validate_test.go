@@ -22,9 +22,6 @@ func TestAdminPathIDNotText_Issue17_1(t *testing.T) {
 		{http.MethodGet, "/admin/v1/channels/%ff%fe", testAdminToken, "channel_not_found"},
 		{http.MethodPatch, "/admin/v1/channels/%ff%fe", testAdminToken, "channel_not_found"},
 		{http.MethodDelete, "/admin/v1/channels/%00", testAdminToken, "channel_not_found"},
-		{http.MethodGet, "/v1/jobs/%FF", testKey, "job_not_found"},         // issue 9 item 11
-		{http.MethodGet, "/v1/jobs/job_%00", testKey, "job_not_found"},     // issue 9 item 11
-		{http.MethodPost, "/v1/jobs/%FF/cancel", testKey, "job_not_found"}, // issue 9 item 11
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
@@ -60,6 +57,26 @@ func TestQueryNotText_Issue17_1(t *testing.T) {
 	// A query string that does not parse at all.
 	res, b := hs.admin(http.MethodGet, "/admin/v1/usage?key_id=%zz", nil)
 	wantError(t, res, b, http.StatusBadRequest, "", "")
+}
+
+// TestJobPathIDNotText_Issue9_11: on /v1 a path id that is not valid text is a malformed
+// request, a 400 naming it, never a 503 with Retry-After that a client would retry forever
+// (the admin routes answer 404: TestAdminPathIDNotText_Issue17_1).
+func TestJobPathIDNotText_Issue9_11(t *testing.T) {
+	t.Parallel()
+	hs := newHarness(t)
+	for _, tt := range []struct{ method, target string }{
+		{http.MethodGet, "/v1/jobs/%FF"},
+		{http.MethodGet, "/v1/jobs/job_%00"},
+		{http.MethodGet, "/v1/jobs/%FF?wait=1s"},
+		{http.MethodPost, "/v1/jobs/%FF/cancel"},
+	} {
+		res, b := hs.do(tt.method, tt.target, nil, "Authorization", "Bearer "+testKey)
+		wantError(t, res, b, http.StatusBadRequest, "id", "")
+		if res.Header.Get("Retry-After") != "" {
+			t.Errorf("%s %s: Retry-After on a 400", tt.method, tt.target)
+		}
+	}
 }
 
 // TestIdempotencyKeyNotText_Issue9_11: an Idempotency-Key that is not valid text is a 400,

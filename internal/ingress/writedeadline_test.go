@@ -87,8 +87,10 @@ func TestWriteDeadline_Issue9_6(t *testing.T) {
 func TestWriteDeadlineSparesSlowReaders_Issue9_6(t *testing.T) {
 	t.Parallel()
 	hs := newHarness(t)
-	hs.srv.cfg.WriteStallTimeout = time.Second
-	want := fmt.Appendf(nil, `{"id":"big","pad":"%s"}`, bytes.Repeat([]byte("z"), 8<<20))
+	// The reader takes ~8 s in all, far past the limit, but never stalls near it: each read
+	// comes 40 ms after the last, 75 times inside the limit, so a busy machine's pauses fit.
+	hs.srv.cfg.WriteStallTimeout = 3 * time.Second
+	want := fmt.Appendf(nil, `{"id":"big","pad":"%s"}`, bytes.Repeat([]byte("z"), 6<<20))
 	hs.fakeWorker(t, func(job *jobs.Job, rep *jobs.Replier) {
 		_ = rep.Finish(&jobs.Final{JobID: job.ID, Status: store.StatusSucceeded, StatusCode: 200}, want)
 	})
@@ -119,7 +121,11 @@ func TestWriteDeadlineSparesSlowReaders_Issue9_6(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("read %d bytes, not the %d bytes of the answer", len(got), len(want))
 	}
-	t.Logf("a slow reader took %s for the answer (stall limit 1s)", time.Since(began).Round(time.Millisecond))
+	took := time.Since(began)
+	if took <= hs.srv.cfg.WriteStallTimeout {
+		t.Fatalf("the answer took %s, not longer than the stall limit %s: the test proves nothing", took, hs.srv.cfg.WriteStallTimeout)
+	}
+	t.Logf("a slow reader took %s for the answer (stall limit %s)", took.Round(time.Millisecond), hs.srv.cfg.WriteStallTimeout)
 }
 
 // smallSendBuffers gives each accepted connection a 64 KiB send buffer.
@@ -133,10 +139,10 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// slowReader reads at most 32 KiB at a time, 10 ms apart: about 3 MiB/s.
+// slowReader reads at most 32 KiB at a time, 40 ms apart: about 800 KiB/s.
 type slowReader struct{ r io.Reader }
 
 func (s *slowReader) Read(p []byte) (int, error) {
-	time.Sleep(10 * time.Millisecond)
+	time.Sleep(40 * time.Millisecond)
 	return s.r.Read(p[:min(len(p), 32<<10)])
 }

@@ -2,6 +2,9 @@ package worker
 
 import (
 	"errors"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/cli"
@@ -12,15 +15,21 @@ import (
 // settings it shares with the ingress are in cli.Common.
 type Config struct {
 	cli.Common
-	Addr               string        `env:"WORKER_ADDR" envDefault:":9090"`
-	Concurrency        int           `env:"WORKER_CONCURRENCY" envDefault:"2048"`
-	IdleTimeout        time.Duration `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"5m"`
-	FirstByteTimeout   time.Duration `env:"UPSTREAM_FIRST_BYTE_TIMEOUT" envDefault:"3m"`
-	IdleConnTimeout    time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
-	MaxAttempts        int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
-	MaxResponseBytes   int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
-	UpstreamH2C        bool          `env:"UPSTREAM_H2C" envDefault:"false"`
-	WebhookConcurrency int           `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
+	Addr             string        `env:"WORKER_ADDR" envDefault:":9090"`
+	Concurrency      int           `env:"WORKER_CONCURRENCY" envDefault:"2048"`
+	IdleTimeout      time.Duration `env:"UPSTREAM_IDLE_TIMEOUT" envDefault:"5m"`
+	FirstByteTimeout time.Duration `env:"UPSTREAM_FIRST_BYTE_TIMEOUT" envDefault:"3m"`
+	IdleConnTimeout  time.Duration `env:"UPSTREAM_IDLE_CONN_TIMEOUT" envDefault:"90s"`
+	MaxAttempts      int           `env:"UPSTREAM_MAX_ATTEMPTS" envDefault:"3"`
+	MaxResponseBytes int64         `env:"UPSTREAM_MAX_RESPONSE_BYTES" envDefault:"67108864"`
+	UpstreamH2C      bool          `env:"UPSTREAM_H2C" envDefault:"false"`
+	// ResponsesHosts are the hosts ("host" or "host:port") whose OpenAI-compatible API has
+	// /v1/responses: an openai channel there passes Responses calls through. "none": no host.
+	ResponsesHosts []string `env:"UPSTREAM_RESPONSES_HOSTS" envDefault:"api.openai.com"`
+	// ResponsesRecapBytes caps the text a translated Responses stream repeats in its
+	// closing events (held until the stream ends).
+	ResponsesRecapBytes int `env:"RESPONSES_RECAP_MAX_BYTES" envDefault:"4194304"`
+	WebhookConcurrency  int `env:"WEBHOOK_CONCURRENCY" envDefault:"8"`
 	// WebhookKeyConcurrency caps one key's webhook attempts in flight in this worker.
 	WebhookKeyConcurrency int           `env:"WEBHOOK_KEY_CONCURRENCY" envDefault:"2"`
 	WebhookRetryBase      time.Duration `env:"WEBHOOK_RETRY_BASE" envDefault:"10s"`
@@ -60,6 +69,11 @@ func (c *Config) Validate() error {
 	check(c.IdleConnTimeout >= time.Second, "UPSTREAM_IDLE_CONN_TIMEOUT=%s: want at least 1s", c.IdleConnTimeout)
 	check(c.MaxAttempts >= 1 && c.MaxAttempts <= 20, "UPSTREAM_MAX_ATTEMPTS=%d: want 1..20", c.MaxAttempts)
 	check(c.MaxResponseBytes >= 1<<20, "UPSTREAM_MAX_RESPONSE_BYTES=%d: want at least 1048576", c.MaxResponseBytes)
+	check(c.ResponsesRecapBytes >= 1024 && c.ResponsesRecapBytes <= 1<<30,
+		"RESPONSES_RECAP_MAX_BYTES=%d: want 1024..1073741824", c.ResponsesRecapBytes)
+	for _, h := range c.nativeResponsesHosts() {
+		check(validHost(h), "UPSTREAM_RESPONSES_HOSTS: %q is not a host or host:port", h)
+	}
 	check(c.AckWait >= 3*time.Second, "JOB_ACK_WAIT=%s: want at least 3s", c.AckWait)
 	check(c.MaxAckPending >= c.Concurrency, "JOB_MAX_ACK_PENDING=%d: want at least WORKER_CONCURRENCY (%d)", c.MaxAckPending, c.Concurrency)
 	check(c.MaxDeliver >= 2 && c.MaxDeliver <= 100, "JOB_MAX_DELIVER=%d: want 2..100", c.MaxDeliver)
@@ -76,4 +90,26 @@ func (c *Config) Validate() error {
 	check(c.WebhookRetryBase >= 10*time.Millisecond && c.WebhookRetryBase <= time.Hour,
 		"WEBHOOK_RETRY_BASE=%s: want 10ms..1h", c.WebhookRetryBase)
 	return errors.Join(errs()...)
+}
+
+// validHost reports whether h is a host name or address, with an optional port.
+func validHost(h string) bool {
+	h = strings.TrimSpace(h)
+	if h == "" || strings.ContainsAny(h, "/?#@ ") {
+		return false
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		n, err := strconv.Atoi(port)
+		return host != "" && err == nil && n >= 1 && n <= 65535
+	}
+	return !strings.Contains(h, ":") || net.ParseIP(strings.Trim(h, "[]")) != nil
+}
+
+// nativeResponsesHosts is ResponsesHosts, with "none" for no host (an empty variable means
+// the default).
+func (c *Config) nativeResponsesHosts() []string {
+	if len(c.ResponsesHosts) == 1 && strings.EqualFold(strings.TrimSpace(c.ResponsesHosts[0]), "none") {
+		return nil
+	}
+	return c.ResponsesHosts
 }

@@ -97,8 +97,8 @@ type Pool struct {
 	batchState *batchState
 }
 
-// settleBudget bounds the bytes of the outcomes one settler holds: its batches are at most
-// settleBudget / the NATS max payload outcomes (and at most settleMax).
+// settleBudget bounds the bytes of the outcomes one settler holds (one outcome larger than
+// it goes alone), settleMax their number.
 const (
 	settleBudget = 64 << 20
 	settleMax    = 256
@@ -169,7 +169,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	for range p.settlers {
 		st := &settler{cons: p.settleCons, finish: p.rec.FinishJobs, nc: p.nc, keys: p.keys, log: p.log,
-			max: int(min(settleMax, max(1, settleBudget/p.nc.MaxPayload()))), wait: p.cfg.FetchWait,
+			max: settleMax, budget: settleBudget, wait: p.cfg.FetchWait,
 			ackWait: p.cfg.Queue.AckWait}
 		bg.Go(func() { st.run(bgCtx) })
 	}

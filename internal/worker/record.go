@@ -124,21 +124,11 @@ func (p *Pool) replayEnded(ctx context.Context, d *delivery) {
 	p.replay(ctx, d, &row)
 }
 
-// replayOutcome answers a job from its outcome still in the outcomes stream.
+// replayOutcome answers a job from its outcome still in the outcomes stream: as the row it
+// will become. Its settler announces the end.
 func (p *Pool) replayOutcome(ctx context.Context, d *delivery, o *store.Outcome) {
-	f := &jobs.Final{JobID: o.JobID, Status: o.Status, StatusCode: o.StatusCode, Usage: o.Usage}
-	if len(o.Error) > 0 {
-		var e jobs.APIError
-		if json.Unmarshal(o.Error, &e) == nil {
-			e.Status = o.StatusCode
-			f.Error = &e
-		}
-	}
-	var body json.RawMessage
-	if o.Status == store.StatusSucceeded {
-		body = o.Response
-	}
-	p.reply(ctx, d, f, body, len(body) == 0, false)
+	row := jobs.OutcomeRow(o, d.job.KeyID)
+	p.replayRow(ctx, d, &row, false)
 }
 
 // storable reports whether Postgres can store body as it is (valid UTF-8: the response
@@ -148,12 +138,17 @@ func storable(body []byte) bool { return utf8.Valid(body) }
 
 // replay answers a job that has already ended from its stored row.
 func (p *Pool) replay(ctx context.Context, d *delivery, row *store.Job) {
+	p.replayRow(ctx, d, row, true)
+}
+
+// replayRow replies a job's recorded end; announce as for reply.
+func (p *Pool) replayRow(ctx context.Context, d *delivery, row *store.Job, announce bool) {
 	f := jobs.FinalFromJob(row)
 	var body json.RawMessage
 	if row.Status == store.StatusSucceeded {
 		body = row.Response
 	}
-	p.reply(ctx, d, f, body, len(body) == 0, true)
+	p.reply(ctx, d, f, body, len(body) == 0, announce)
 }
 
 // reply sends the body (for non-stream answers) and the final message, announces the end

@@ -87,7 +87,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	registry := providers.NewRegistry(
 		providers.ClientConfig{MaxConnsPerHost: cfg.Concurrency, ResponseHeaderTimeout: cmp.Or(cfg.FirstByteTimeout, cfg.IdleTimeout),
 			IdleConnTimeout: cfg.IdleConnTimeout, H2C: cfg.UpstreamH2C},
-		providers.Limits{IdleTimeout: cfg.IdleTimeout, FirstByteTimeout: cfg.FirstByteTimeout, MaxResponseBytes: cfg.MaxResponseBytes})
+		providers.Limits{IdleTimeout: cfg.IdleTimeout, FirstByteTimeout: cfg.FirstByteTimeout, MaxResponseBytes: cfg.MaxResponseBytes,
+			MaxRecapBytes: cfg.ResponsesRecapBytes},
+		providers.WithNativeResponses(cfg.nativeResponsesHosts()...))
 	defer registry.CloseIdle()
 	router := route.NewRouter(st, registry.Build, log)
 	if err := router.Refresh(ctx); err != nil {
@@ -115,7 +117,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if err != nil {
 		return err
 	}
-	out := jobs.NewOutcomes(nc, js, ostream, 10*time.Second)
+	outcomes := jobs.NewOutcomes(nc, js, ostream, 10*time.Second)
+	out := outcomes
 	if cfg.SettleVia == "postgres" {
 		out = nil
 	}
@@ -158,7 +161,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopBG(); wg.Wait() }()
 	wg.Go(func() { router.Run(bgCtx, cfg.ChannelRefresh) })
-	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg.Retention, qcfg.SweepAfter()) })
+	// A job whose outcome waits in the outcomes stream (Postgres was away) is not overdue:
+	// its settler will end it. Without the stream's answer, spare it too, until the next sweep.
+	pending := func(ctx context.Context, id string) bool {
+		o, err := outcomes.Pending(ctx, id)
+		return err != nil || o != nil
+	}
+	wg.Go(func() { sweep(bgCtx, st, nc, log, cfg.Retention, qcfg.SweepAfter(), pending) })
 	wg.Go(func() {
 		if err := cli.ServePprof(bgCtx, cfg.PprofAddr, log); err != nil {
 			log.Error("pprof", "err", err)
@@ -166,6 +175,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	})
 	wg.Go(func() { disp.Run(bgCtx) })
 	wg.Go(func() { runner.Run(bgCtx) })
+	gauges := newQueueGauges(reg)
+	wg.Go(func() { watchQueue(bgCtx, gauges, cons, ocons, queueWatchEvery, log) })
 	errc := make(chan error, 1)
 	wg.Go(func() { errc <- srv.Serve(ln) })
 	defer func() {
@@ -202,7 +213,7 @@ const (
 // time its worker may still be recording it); jobs finished longer than retention ago are
 // deleted.
 func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, []byte) error }, log *slog.Logger,
-	retention, after time.Duration,
+	retention, after time.Duration, pending func(context.Context, string) bool,
 ) {
 	timeout, _ := json.Marshal(jobs.Timeout())
 	t := time.NewTicker(time.Minute)
@@ -214,7 +225,7 @@ func sweep(ctx context.Context, st *store.Store, nc interface{ Publish(string, [
 		case <-t.C:
 		}
 		sctx, cancel := context.WithTimeout(ctx, 55*time.Second)
-		ids, err := st.ExpireOverdue(sctx, after, timeout)
+		ids, err := st.ExpireOverdue(sctx, after, timeout, pending)
 		if err != nil {
 			log.WarnContext(ctx, "expire overdue jobs", "err", err)
 		}

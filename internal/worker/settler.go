@@ -29,6 +29,7 @@ type settler struct {
 	keys    *keyCheck
 	log     *slog.Logger
 	max     int           // outcomes per write
+	budget  int           // bytes of outcomes per write (at least one outcome, whatever its size)
 	wait    time.Duration // longest pull when the stream is empty
 	ackWait time.Duration // the consumer's AckWait
 }
@@ -44,7 +45,7 @@ func (s *settler) run(ctx context.Context) {
 }
 
 // next waits up to s.wait for one outcome, then takes every other one already waiting, up
-// to s.max: a batch is whatever arrived while the last one was written.
+// to s.max and s.budget bytes: a batch is whatever arrived while the last one was written.
 func (s *settler) next(ctx context.Context) []jetstream.Msg {
 	fctx, cancel := context.WithTimeout(ctx, s.wait)
 	b, err := s.cons.Fetch(1, jetstream.FetchContext(fctx))
@@ -63,7 +64,10 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 		return nil
 	}
 	if s.max > 1 {
-		if b, err := s.cons.FetchNoWait(s.max - 1); err == nil {
+		// The rest: whatever is already there, up to max and s.budget bytes (the server stops
+		// short of the budget); the pull expires almost at once if fewer are waiting.
+		if b, err := s.cons.Fetch(s.max-1, jetstream.FetchMaxBytes(max(s.budget-len(msgs[0].Data()), 1<<20)),
+			jetstream.FetchMaxWait(settleLinger)); err == nil {
 			for m := range b.Messages() {
 				msgs = append(msgs, m)
 			}
@@ -71,6 +75,9 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 	}
 	return msgs
 }
+
+// settleLinger is how long a settler's second pull may wait for outcomes to fill its batch.
+const settleLinger = 2 * time.Millisecond
 
 // settle writes msgs' outcomes and acks them.
 func (s *settler) settle(ctx context.Context, msgs []jetstream.Msg) {

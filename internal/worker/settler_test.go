@@ -90,7 +90,7 @@ func TestSettlerWritesEachOutcomeOnce_Issue10(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	st := &settler{cons: cons, finish: db.Store.FinishJobs, nc: nc, log: slog.New(slog.DiscardHandler), max: 8,
+	st := &settler{cons: cons, finish: db.Store.FinishJobs, nc: nc, log: slog.New(slog.DiscardHandler), max: 8, budget: 1 << 20,
 		wait: time.Second, ackWait: qcfg.AckWait, keys: newKeyCheck(time.Minute, db.Store.KeyByID)}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -2,7 +2,7 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -70,26 +70,6 @@ func EnsureOutcomeConsumer(ctx context.Context, js jetstream.JetStream, cfg Queu
 	return c, nil
 }
 
-// outcomeWire is a store.Outcome as the outcomes stream carries it.
-type outcomeWire struct {
-	JobID         string          `json:"job_id"`
-	Status        string          `json:"status"`
-	StatusCode    int             `json:"status_code"`
-	ChannelID     string          `json:"channel_id,omitempty"`
-	UpstreamModel string          `json:"upstream_model,omitempty"`
-	Response      json.RawMessage `json:"response,omitempty"`
-	Error         json.RawMessage `json:"error,omitempty"`
-	Usage         *usageWire      `json:"usage,omitempty"`
-	Charge        bool            `json:"charge,omitempty"`
-	Job           *store.NewJob   `json:"job,omitempty"`
-}
-
-type usageWire struct {
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	Estimated        bool  `json:"estimated,omitempty"`
-}
-
 // ErrOutcomeTooLarge means an outcome does not fit in one NATS message; its worker settles
 // it in Postgres directly.
 var ErrOutcomeTooLarge = errors.New("outcome does not fit in one NATS message")
@@ -108,39 +88,135 @@ func NewOutcomes(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream,
 	return &Outcomes{nc: nc, js: js, stream: stream, timeout: timeout}
 }
 
-// EncodeOutcome is the message data of o.
+// outcomeVersion opens an outcome message: its layout, so a later layout can be told apart.
+const outcomeVersion = 1
+
+// Flags of an outcome message.
+const (
+	outUsage = 1 << iota
+	outEstimated
+	outCharge
+	outJob
+	outAsync
+	outHoldsSlot
+	outBatch // the job is a batch line: its batch id, custom id and line follow the metadata
+)
+
+// EncodeOutcome is the message data of o, in a binary layout (the response and error JSON
+// are carried as they are, neither validated nor re-encoded):
+//
+//	version | flags | uvarint status code | job id | status | channel id | upstream model |
+//	error | response [| varint prompt, completion tokens]
+//	[| key id | endpoint | model | webhook url | varint created, deadline (unix ns) |
+//	   uvarint attempt | request | uvarint metadata pairs, key | value …
+//	   [| batch id | custom id | uvarint line, if outBatch]]
+//
+// with each string and byte field uvarint-length-prefixed.
 func EncodeOutcome(o *store.Outcome) ([]byte, error) {
-	w := outcomeWire{JobID: o.JobID, Status: o.Status, StatusCode: o.StatusCode, ChannelID: o.ChannelID,
-		UpstreamModel: o.UpstreamModel, Response: o.Response, Error: o.Error, Charge: o.Charge, Job: o.Job}
-	if u := o.Usage; u != nil {
-		w.Usage = &usageWire{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Estimated: u.Estimated}
+	var flags byte
+	if o.Usage != nil {
+		flags |= outUsage
+		if o.Usage.Estimated {
+			flags |= outEstimated
+		}
 	}
-	b, err := json.Marshal(&w)
-	if err != nil {
-		return nil, fmt.Errorf("encode outcome of %s: %w", o.JobID, err)
+	if o.Charge {
+		flags |= outCharge
+	}
+	j := o.Job
+	if j != nil {
+		flags |= outJob
+		if j.Async {
+			flags |= outAsync
+		}
+		if j.HoldsSlot {
+			flags |= outHoldsSlot
+		}
+		if j.BatchID != "" {
+			flags |= outBatch
+		}
+	}
+	b := make([]byte, 0, 64+len(o.Response)+len(o.Error))
+	b = append(b, outcomeVersion, flags)
+	b = binary.AppendUvarint(b, uint64(max(o.StatusCode, 0)))
+	for _, s := range [...]string{o.JobID, o.Status, o.ChannelID, o.UpstreamModel} {
+		b = appendString(b, s)
+	}
+	b = appendBytes(b, o.Error)
+	b = appendBytes(b, o.Response)
+	if u := o.Usage; u != nil {
+		b = binary.AppendVarint(b, u.PromptTokens)
+		b = binary.AppendVarint(b, u.CompletionTokens)
+	}
+	if j != nil {
+		for _, s := range [...]string{j.KeyID, j.Endpoint, j.Model, j.WebhookURL} {
+			b = appendString(b, s)
+		}
+		b = binary.AppendVarint(b, j.CreatedAt.UnixNano())
+		b = binary.AppendVarint(b, j.Deadline.UnixNano())
+		b = binary.AppendUvarint(b, uint64(max(j.Attempt, 0)))
+		b = appendBytes(b, j.Request)
+		b = binary.AppendUvarint(b, uint64(len(j.Metadata)))
+		for k, v := range j.Metadata {
+			b = appendString(appendString(b, k), v)
+		}
+		if j.BatchID != "" {
+			b = appendString(appendString(b, j.BatchID), j.CustomID)
+			b = binary.AppendUvarint(b, uint64(max(j.BatchLine, 0)))
+		}
 	}
 	return b, nil
 }
 
-// DecodeOutcome reads an outcome message's data.
+func appendBytes(b, v []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(v))), v...)
+}
+
+// DecodeOutcome reads what EncodeOutcome wrote; it fails on anything else, trailing bytes
+// included. The outcome's byte fields share data's memory.
 func DecodeOutcome(data []byte) (store.Outcome, error) {
-	var w outcomeWire
-	if err := json.Unmarshal(data, &w); err != nil {
-		return store.Outcome{}, fmt.Errorf("decode outcome: %w", err)
+	r := wireReader{b: data}
+	if r.byte() != outcomeVersion {
+		return store.Outcome{}, errors.New("decode outcome: not an outcome message")
 	}
-	if w.JobID == "" || w.Status == "" {
-		return store.Outcome{}, errors.New("decode outcome: no job id or status")
+	flags := r.byte()
+	o := store.Outcome{StatusCode: r.int(), JobID: r.string(), Status: r.string(), ChannelID: r.string(),
+		UpstreamModel: r.string(), Error: r.bytes(), Response: r.bytes(), Charge: flags&outCharge != 0}
+	if flags&outUsage != 0 {
+		o.Usage = &tokens.Usage{PromptTokens: r.varint(), CompletionTokens: r.varint(), Estimated: flags&outEstimated != 0}
 	}
-	o := store.Outcome{JobID: w.JobID, Status: w.Status, StatusCode: w.StatusCode, ChannelID: w.ChannelID,
-		UpstreamModel: w.UpstreamModel, Response: w.Response, Error: w.Error, Charge: w.Charge, Job: w.Job}
-	if u := w.Usage; u != nil {
-		o.Usage = &tokens.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, Estimated: u.Estimated}
+	if flags&outJob != 0 {
+		j := &store.NewJob{ID: o.JobID, KeyID: r.string(), Endpoint: r.string(), Model: r.string(), WebhookURL: r.string(),
+			Async: flags&outAsync != 0, HoldsSlot: flags&outHoldsSlot != 0}
+		j.CreatedAt, j.Deadline = time.Unix(0, r.varint()).UTC(), time.Unix(0, r.varint()).UTC()
+		j.Attempt = r.int()
+		j.Request = r.bytes()
+		if n := r.int(); n > 0 && n <= len(r.b) {
+			j.Metadata = make(map[string]string, n)
+			for range n {
+				k := r.string()
+				j.Metadata[k] = r.string()
+			}
+		} else if n != 0 {
+			r.bad = true
+		}
+		if flags&outBatch != 0 {
+			j.BatchID, j.CustomID, j.BatchLine = r.string(), r.string(), r.int()
+		}
+		o.Job = j
+	}
+	if r.bad || len(r.b) > 0 || flags&^(outBatch<<1-1) != 0 || o.JobID == "" || o.Status == "" {
+		return store.Outcome{}, errors.New("decode outcome: malformed")
 	}
 	return o, nil
 }
 
 // Publish makes o durable on the outcomes stream. duplicate is true when an outcome of the
-// same job was published first (within the dedup window): that one stands, not o.
+// same job is already there (within the dedup window): that one stands, not o. A try whose
+// ack does not come (a leader election, a reconnect) is repeated with the same message id
+// within the timeout, so a duplicate may also be this call's own earlier try that was
+// stored but not acknowledged; either way an outcome of the job is recorded, and the caller
+// answers from it as from any recorded outcome.
 func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate bool, err error) {
 	data, err := EncodeOutcome(o)
 	if err != nil {
@@ -151,8 +227,8 @@ func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data},
-		jetstream.WithMsgID(o.JobID), jetstream.WithExpectStream(OutcomeStreamName))
+	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data}, o.JobID,
+		jetstream.WithExpectStream(OutcomeStreamName))
 	if err != nil {
 		return false, fmt.Errorf("publish outcome of %s: %w", o.JobID, err)
 	}

@@ -192,6 +192,17 @@ type Publisher struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	timeout time.Duration
+	observe func(d time.Duration, err error) // SetObserver's; nil: none
+}
+
+// SetObserver has fn called with how long each published job waited for its ack (retries
+// included) and the publish's error, for a latency metric. Call it before publishing.
+func (p *Publisher) SetObserver(fn func(d time.Duration, err error)) { p.observe = fn }
+
+func (p *Publisher) observed(began time.Time, err error) {
+	if p.observe != nil {
+		p.observe(time.Since(began), err)
+	}
 }
 
 // NewPublisher returns a Publisher; each publish waits at most timeout for its ack.
@@ -204,8 +215,11 @@ func NewPublisher(nc *nats.Conn, js jetstream.JetStream, timeout time.Duration) 
 
 // Publish stores the job in the stream with Nats-Msg-Id = job id. The job is accepted once
 // Publish returns nil. duplicate is true if a job with that id was already stored (within the
-// dedup window). It fails fast with ErrUnavailable while NATS is disconnected, and with
-// ErrQueueFull when the stream is full.
+// dedup window) before this call. It fails fast with ErrUnavailable while NATS is
+// disconnected, and with ErrQueueFull when the stream is full. A try whose ack does not come
+// (the stream is electing a leader, or the connection moves to another server) is repeated
+// with the same id, so the stream stores the job once, for as long as the publisher's
+// timeout, the job's deadline and ctx allow.
 func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err error) {
 	if !p.nc.IsConnected() {
 		return false, ErrUnavailable
@@ -214,17 +228,30 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 	if err != nil {
 		return false, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	ctx, cancel := p.budget(ctx, j)
 	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(j.ID))
+	began := time.Now()
+	ack, retried, err := publishRetry(ctx, p.js, msg, j.ID)
+	p.observed(began, err)
 	if err != nil {
 		return false, publishErr(j, err)
 	}
-	return ack.Duplicate, nil
+	// A duplicate on a later try is (or may be) this call's own earlier try.
+	return ack.Duplicate && !retried, nil
+}
+
+// budget bounds a publish of j: the publisher's timeout, and no later than j's deadline.
+func (p *Publisher) budget(ctx context.Context, j *Job) (context.Context, context.CancelFunc) {
+	d := p.timeout
+	if !j.Deadline.IsZero() {
+		d = max(min(d, time.Until(j.Deadline)), time.Millisecond)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // PublishAll is Publish for many jobs at once: it sends them all and then waits for their
-// acks, so a batch costs about one round trip rather than one each. errs[i] is job i's
+// acks, so a batch costs about one round trip rather than one each. A job whose ack did not
+// come is tried again alone, as Publish does, within the same time. errs[i] is job i's
 // result; a job is accepted once its error is nil.
 func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
 	errs = make([]error, len(js))
@@ -236,14 +263,23 @@ func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	began := time.Now()
+	defer func() {
+		for _, err := range errs {
+			p.observed(began, err)
+		}
+	}()
 	futures := make([]jetstream.PubAckFuture, len(js))
+	msgs := make([]*nats.Msg, len(js))
+	raw := make([]error, len(js)) // the unclassified error of a failed first try
 	for i, j := range js {
 		msg, err := p.message(j)
 		if err == nil {
+			msgs[i] = msg
 			futures[i], err = p.js.PublishMsgAsync(msg, jetstream.WithMsgID(j.ID))
 		}
 		if err != nil {
-			errs[i] = publishErr(j, err)
+			errs[i], raw[i] = publishErr(j, err), err
 		}
 	}
 	for i, f := range futures {
@@ -253,9 +289,19 @@ func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			errs[i] = publishErr(js[i], err)
+			errs[i], raw[i] = publishErr(js[i], err), err
 		case <-ctx.Done():
-			errs[i] = publishErr(js[i], ctx.Err())
+			errs[i], raw[i] = publishErr(js[i], ctx.Err()), context.DeadlineExceeded
+		}
+	}
+	for i, err := range raw {
+		if err == nil || msgs[i] == nil || !retryable(err) || ctx.Err() != nil {
+			continue
+		}
+		if _, _, err := publishRetry(ctx, p.js, msgs[i], js[i].ID); err != nil {
+			errs[i] = publishErr(js[i], err)
+		} else {
+			errs[i] = nil
 		}
 	}
 	return errs
@@ -290,7 +336,8 @@ func publishErr(j *Job, err error) error {
 		return fmt.Errorf("%w: %v", ErrKeyQueueFull, err)
 	// The server answers a full discard-new stream with 503 / err_code 10077 ("maximum
 	// messages exceeded" or "maximum bytes exceeded"); nats.go has no named constant for it.
-	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503):
+	// 503 / 10008 is a cluster without a leader for the stream: unavailable, not full.
+	case errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || apiErr.Code == 503 && apiErr.ErrorCode != jsClusterNotAvail):
 		return fmt.Errorf("%w: %v", ErrQueueFull, err)
 	case errors.Is(err, nats.ErrMaxPayload), errors.Is(err, ErrTooLarge):
 		return ErrTooLarge

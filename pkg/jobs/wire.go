@@ -19,6 +19,7 @@ const (
 	EndpointCompletions = "/v1/completions"
 	EndpointEmbeddings  = "/v1/embeddings"
 	EndpointMessages    = "/v1/messages"
+	EndpointResponses   = "/v1/responses"
 )
 
 // Job is the message a worker runs.
@@ -273,6 +274,21 @@ func (r *wireReader) string() string {
 	s := string(r.b[:l])
 	r.b = r.b[l:]
 	return s
+}
+
+// bytes reads a length-prefixed byte field (nil when empty), sharing r's memory.
+func (r *wireReader) bytes() []byte {
+	l := r.uvarint()
+	if r.bad || l > uint64(len(r.b)) {
+		r.bad = true
+		return nil
+	}
+	if l == 0 {
+		return nil
+	}
+	v := r.b[:l:l]
+	r.b = r.b[l:]
+	return v
 }
 
 func (r *wireReader) byte() byte {

@@ -16,8 +16,8 @@ import (
 
 // Anthropic calls the Anthropic Messages API. It answers Messages clients (/v1/messages) by
 // passing their requests and Anthropic's answers through untouched, and chat completions
-// clients (/v1/chat/completions) by translating both ways, streams included. It serves no
-// other endpoint.
+// clients (/v1/chat/completions) by translating both ways, streams included, and Responses
+// clients (/v1/responses) through that chat translation. It serves no other endpoint.
 type Anthropic struct {
 	client  *http.Client
 	baseURL string // e.g. https://api.anthropic.com
@@ -38,12 +38,14 @@ func NewAnthropic(client *http.Client, baseURL string, apiKey secret.Secret, lim
 	return &Anthropic{client: client, baseURL: base, apiKey: apiKey, limits: limits.withDefaults()}
 }
 
-// Do implements Provider. A request for an endpoint other than /v1/messages and
-// /v1/chat/completions is a 404 *Error, and a chat request Anthropic cannot express (n > 1,
-// an audio part, tool arguments that are not a JSON object) is a 400 *Error, both without
-// calling upstream.
+// Do implements Provider. A request for an endpoint other than /v1/messages,
+// /v1/chat/completions and /v1/responses is a 404 *Error, and a request Anthropic cannot
+// express (n > 1, an audio part, tool arguments that are not a JSON object, a built-in
+// Responses tool) is a 400 *Error, both without calling upstream.
 func (a *Anthropic) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
 	switch req.Endpoint {
+	case endpointResponses:
+		return responsesViaChat(ctx, anthropicName, false, a.limits.MaxRecapBytes, a.Do, req, emit)
 	case "/v1/messages":
 		return a.post(ctx, req.Body, req.Stream, func(status int, r io.Reader) (*Result, error) {
 			if req.Stream {

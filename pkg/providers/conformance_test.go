@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -100,6 +101,19 @@ func TestConformance(t *testing.T) {
 	anthropicUpstream := func(u *providertest.Upstream) http.Handler {
 		return checked(u, "/v1", "X-Api-Key", testKey.Reveal(), "Anthropic-Version", "2023-06-01")
 	}
+	// An openai channel whose upstream has the Responses API: the registry is told its host.
+	openaiNative := func(base string) providers.Provider {
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := providers.NewRegistry(providers.ClientConfig{}, limits, providers.WithNativeResponses(u.Host)).
+			Build(providers.KindOpenAI, base+"/v1", testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	gemini := func(base string) providers.Provider {
 		return providers.NewGemini(client, base+"/v1beta", testKey, limits)
 	}
@@ -120,6 +134,11 @@ func TestConformance(t *testing.T) {
 		{"anthropic messages", anthropic, anthropicUpstream, providertest.EndpointMessages},
 		{"anthropic chat", anthropic, anthropicUpstream, providertest.EndpointChat},
 		{"gemini chat", gemini, geminiUpstream, providertest.EndpointChat},
+		{"openai responses", openai, openaiUpstream, providertest.EndpointResponses},
+		{"openai native responses", openaiNative, openaiUpstream, providertest.EndpointResponses},
+		{"azure responses", azure, azureUpstream, providertest.EndpointResponses},
+		{"anthropic responses", anthropic, anthropicUpstream, providertest.EndpointResponses},
+		{"gemini responses", gemini, geminiUpstream, providertest.EndpointResponses},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

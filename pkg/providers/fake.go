@@ -13,12 +13,14 @@ import (
 )
 
 // Fake is a built-in deterministic model for demos, `make run`, tests and benchmarks. It
-// answers OpenAI chat completions and completions without any network: the answer echoes
-// the last user message, and usage is counted from the input, so the same request always
-// gets the same answer and the same bill.
+// answers chat completions, completions, embeddings, Messages and Responses calls without
+// any network (the last two through the same translations from chat completions that the
+// real adapters use): the answer echoes the last user message, and usage is counted from
+// the input, so the same request always gets the same answer and the same bill.
 //
 // Token rule: prompt_tokens = words in every message (or the prompt) + 3 per message;
-// completion_tokens = words in the answer.
+// completion_tokens = words in the answer. An embedding input costs its words (or its
+// token ids).
 type Fake struct {
 	latency time.Duration // before the answer (non-stream) or the first chunk (stream)
 	perTok  time.Duration // between stream chunks
@@ -54,8 +56,18 @@ type fakeRequest struct {
 	Prompt json.RawMessage `json:"prompt"`
 }
 
+const fakeName = "fake"
+
 // Do implements Provider.
 func (f *Fake) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
+	switch req.Endpoint {
+	case "/v1/messages":
+		return messagesViaChat(ctx, fakeName, false, f.Do, req, emit)
+	case endpointResponses:
+		return responsesViaChat(ctx, fakeName, false, DefaultMaxRecapBytes, f.Do, req, emit)
+	case "/v1/embeddings":
+		return f.embeddings(ctx, req)
+	}
 	var in fakeRequest
 	if err := json.Unmarshal(req.Body, &in); err != nil {
 		return nil, &Error{Provider: "fake", StatusCode: http.StatusBadRequest, Type: "invalid_request_error", Message: "body is not valid JSON"}

@@ -16,7 +16,8 @@ import (
 )
 
 // Gemini calls the Google Gemini API (generateContent). It answers chat completions clients
-// by translating both ways, streams included; it serves no other endpoint.
+// by translating both ways, streams included, and Responses clients through that chat
+// translation; it serves no other endpoint.
 type Gemini struct {
 	client  *http.Client
 	baseURL string // e.g. https://generativelanguage.googleapis.com/v1beta
@@ -40,10 +41,13 @@ func NewGemini(client *http.Client, baseURL string, apiKey secret.Secret, limits
 	return &Gemini{client: client, baseURL: base, apiKey: apiKey, limits: limits.withDefaults()}
 }
 
-// Do implements Provider. A request for an endpoint other than /v1/chat/completions is a 404
-// *Error, and a chat request Gemini cannot express is a 400 *Error, both without calling
-// upstream.
+// Do implements Provider. A request for an endpoint other than /v1/chat/completions and
+// /v1/responses is a 404 *Error, and a request Gemini cannot express is a 400 *Error, both
+// without calling upstream.
 func (g *Gemini) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
+	if req.Endpoint == endpointResponses {
+		return responsesViaChat(ctx, geminiName, false, g.limits.MaxRecapBytes, g.Do, req, emit)
+	}
 	if req.Endpoint != "/v1/chat/completions" {
 		return nil, unsupportedEndpoint(geminiName, req.Endpoint)
 	}

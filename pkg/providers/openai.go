@@ -30,11 +30,16 @@ type OpenAI struct {
 	// maxCompletion sends a translated request's cap as max_completion_tokens, which OpenAI's
 	// reasoning models require, rather than max_tokens, which other compatible servers know.
 	maxCompletion bool
+	// nativeResponses passes /v1/responses through: the upstream has the Responses API.
+	// Otherwise Responses calls are translated to chat completions.
+	nativeResponses bool
 }
 
 // NewOpenAI returns an adapter for the upstream at baseURL (what the official SDK takes,
 // ending in /v1), using the shared client. A base URL on an Azure OpenAI host
 // (*.openai.azure.com, *.cognitiveservices.azure.com) is treated as NewAzure treats it.
+// Responses calls are translated to chat completions unless the adapter comes from a
+// Registry that names the upstream's host in WithNativeResponses.
 func NewOpenAI(client *http.Client, baseURL string, apiKey secret.Secret, limits Limits) *OpenAI {
 	o := &OpenAI{name: openaiName, client: client, baseURL: trimBase(baseURL), apiKey: apiKey, limits: limits.withDefaults()}
 	if u, err := url.Parse(baseURL); err == nil {
@@ -84,11 +89,15 @@ func (o *OpenAI) endpointURL(path string) string {
 	return base + path
 }
 
-// Do implements Provider. A Messages request that chat completions cannot express (a
-// document block, a server tool) is a 400 *Error, without calling upstream.
+// Do implements Provider. A Messages or translated Responses request that chat
+// completions cannot express (a document block, a server or built-in tool) is a 400
+// *Error, without calling upstream.
 func (o *OpenAI) Do(ctx context.Context, req *Request, emit func(Event) error) (*Result, error) {
-	if req.Endpoint == "/v1/messages" {
+	switch req.Endpoint {
+	case "/v1/messages":
 		return o.messages(ctx, req, emit)
+	case endpointResponses:
+		return o.responses(ctx, req, emit)
 	}
 	body := req.Body
 	if req.Stream {

@@ -29,7 +29,7 @@ type Provider interface {
 // Request is one call to make upstream.
 type Request struct {
 	// Endpoint is the Sluice route the caller used: "/v1/chat/completions", "/v1/completions",
-	// "/v1/embeddings" or "/v1/messages".
+	// "/v1/embeddings", "/v1/messages" or "/v1/responses".
 	Endpoint string
 	// Body is the client's JSON body with the model already mapped to the upstream's name.
 	Body json.RawMessage
@@ -66,6 +66,10 @@ type Limits struct {
 	MaxResponseBytes int64
 	// MaxLineBytes caps one SSE line.
 	MaxLineBytes int
+	// MaxRecapBytes caps the text a translated Responses stream repeats in its closing
+	// events (output_text.done, output_item.done, response.completed), which must be held
+	// until the stream ends; past it they carry none. 0: DefaultMaxRecapBytes.
+	MaxRecapBytes int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -80,6 +84,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxLineBytes <= 0 {
 		l.MaxLineBytes = 16 << 20
+	}
+	if l.MaxRecapBytes <= 0 {
+		l.MaxRecapBytes = DefaultMaxRecapBytes
 	}
 	return l
 }

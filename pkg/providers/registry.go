@@ -21,16 +21,22 @@ const (
 type Registry struct {
 	limits Limits
 	http   map[string]*http.Client
+	// nativeResponses are the hosts whose OpenAI-compatible API serves /v1/responses.
+	nativeResponses []string
 }
 
 // NewRegistry returns a Registry whose clients are sized by cfg and whose calls obey limits.
-func NewRegistry(cfg ClientConfig, limits Limits) *Registry {
-	return &Registry{limits: limits.withDefaults(), http: map[string]*http.Client{
+func NewRegistry(cfg ClientConfig, limits Limits, opts ...RegistryOption) *Registry {
+	r := &Registry{limits: limits.withDefaults(), http: map[string]*http.Client{
 		KindOpenAI:    NewHTTPClient(cfg),
 		KindAzure:     NewHTTPClient(cfg),
 		KindAnthropic: NewHTTPClient(cfg),
 		KindGemini:    NewHTTPClient(cfg),
 	}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // Build returns the adapter for a channel. An empty base URL means the provider's public
@@ -42,7 +48,9 @@ func (r *Registry) Build(kind, baseURL string, apiKey secret.Secret) (Provider, 
 		if baseURL == "" {
 			baseURL = "https://api.openai.com/v1"
 		}
-		return NewOpenAI(r.http[KindOpenAI], baseURL, apiKey, r.limits), nil
+		o := NewOpenAI(r.http[KindOpenAI], baseURL, apiKey, r.limits)
+		o.nativeResponses = !o.azure && r.servesResponses(baseURL)
+		return o, nil
 	case KindAzure:
 		p, err := NewAzure(r.http[KindAzure], baseURL, apiKey, r.limits)
 		if err != nil {

@@ -26,6 +26,10 @@ type chatRequest struct {
 	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
 	User                string          `json:"user,omitempty"`
+	// ResponseFormat and ReasoningEffort are what a Responses request's text.format and
+	// reasoning.effort become; the translations to other APIs do not read them.
+	ResponseFormat  json.RawMessage `json:"response_format,omitempty"`
+	ReasoningEffort string          `json:"reasoning_effort,omitempty"`
 	// Functions and FunctionCall are the legacy forms of Tools and ToolChoice.
 	Functions    []chatFunction  `json:"functions,omitempty"`
 	FunctionCall json.RawMessage `json:"function_call,omitempty"`
@@ -148,6 +152,7 @@ type chatFunction struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Parameters  json.RawMessage `json:"parameters,omitempty"` // a JSON schema
+	Strict      *bool           `json:"strict,omitempty"`
 }
 
 // chatFunctionChoice is the object form of tool_choice, naming the function to call.

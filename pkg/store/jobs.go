@@ -159,13 +159,34 @@ func collectJob(rows pgx.Rows, id string) (Job, error) {
 // ExpireOverdue ends, as failed with a 504 and the error errJSON (the caller's timeout
 // error: jobs.Timeout(), so the sweep's rows read like the worker's), every job still
 // unfinished grace after its deadline: a safety net for jobs whose message was lost to a
-// crash between insert and publish, or that ran out of deliveries. It returns the ids it
-// ended.
-func (s *Store) ExpireOverdue(ctx context.Context, grace time.Duration, errJSON json.RawMessage) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `UPDATE jobs SET status = 'failed', status_code = 504, finished_at = now(),
+// crash between insert and publish, or that ran out of deliveries. A job for which spare
+// reports true is left alone (its outcome is recorded elsewhere, waiting to be settled);
+// spare may be nil. It returns the ids it ended.
+func (s *Store) ExpireOverdue(ctx context.Context, grace time.Duration, errJSON json.RawMessage,
+	spare func(ctx context.Context, id string) bool,
+) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM jobs
+		WHERE finished_at IS NULL AND deadline < now() - make_interval(secs => $1) LIMIT 10000`, grace.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("expire overdue jobs: %w", err)
+	}
+	overdue, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("expire overdue jobs: %w", err)
+	}
+	ids := overdue[:0]
+	for _, id := range overdue {
+		if spare == nil || !spare(ctx, id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err = s.pool.Query(ctx, `UPDATE jobs SET status = 'failed', status_code = 504, finished_at = now(),
 			error = $2
-		WHERE finished_at IS NULL AND deadline < now() - make_interval(secs => $1)
-		RETURNING id`, grace.Seconds(), string(errJSON))
+		WHERE id = ANY($3) AND finished_at IS NULL AND deadline < now() - make_interval(secs => $1)
+		RETURNING id`, grace.Seconds(), string(errJSON), ids)
 	if err != nil {
 		return nil, fmt.Errorf("expire overdue jobs: %w", err)
 	}

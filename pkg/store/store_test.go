@@ -194,9 +194,38 @@ func TestExpireOverdue(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := startJob(t, db.Store, k.ID, "m")
-	expired, err := db.Store.ExpireOverdue(ctx, time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`))
+	expired, err := db.Store.ExpireOverdue(ctx, time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`), nil)
 	if err != nil || len(expired) != 1 || expired[0] == live.ID {
 		t.Fatalf("ExpireOverdue = %v, %v; want the one overdue job", expired, err)
+	}
+}
+
+// TestExpireOverdueSparesPendingOutcomes_Issue10: an overdue job whose outcome waits to be
+// settled (Postgres was away longer than the sweep's grace) is not ended as timed out: its
+// settler ends it with the real outcome.
+func TestExpireOverdueSparesPendingOutcomes_Issue10(t *testing.T) {
+	t.Parallel()
+	db := storetest.New(t)
+	ctx := t.Context()
+	k, _ := newKey(t, db.Store, store.KeyParams{Name: "a"})
+	past := time.Now().Add(-time.Hour)
+	var jobIDs []string
+	for range 2 {
+		j, _, err := db.Store.CreateQueuedJob(ctx, store.NewJob{ID: ids.New("job"), KeyID: k.ID, Endpoint: "/v1/chat/completions",
+			Model: "m", Request: json.RawMessage(`{}`), CreatedAt: past, Deadline: past.Add(time.Minute)}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobIDs = append(jobIDs, j.ID)
+	}
+	pending := func(_ context.Context, id string) bool { return id == jobIDs[0] }
+	expired, err := db.Store.ExpireOverdue(ctx, time.Minute, json.RawMessage(`{"message":"timeout"}`), pending)
+	if err != nil || len(expired) != 1 || expired[0] != jobIDs[1] {
+		t.Fatalf("ExpireOverdue = %v, %v; want only %s (%s has a pending outcome)", expired, err, jobIDs[1], jobIDs[0])
+	}
+	if fin, err := db.Store.FinishJob(ctx, store.Outcome{JobID: jobIDs[0], Status: store.StatusSucceeded, StatusCode: 200,
+		Response: json.RawMessage(`{}`), Usage: &tokens.Usage{PromptTokens: 1, CompletionTokens: 1}, Charge: true}); err != nil || !fin.Applied {
+		t.Fatalf("settling the spared job: %+v %v, want applied", fin, err)
 	}
 }
 

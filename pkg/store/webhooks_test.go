@@ -93,7 +93,7 @@ func TestWebhookDeliveryCreatedWhenJobEnds(t *testing.T) {
 			if _, err := db.Pool.Exec(t.Context(), `UPDATE jobs SET deadline = now() - interval '1 hour' WHERE id = $1`, j.ID); err != nil {
 				t.Fatal(err)
 			}
-			if ended, err := db.Store.ExpireOverdue(t.Context(), time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`)); err != nil || len(ended) != 1 {
+			if ended, err := db.Store.ExpireOverdue(t.Context(), time.Minute, json.RawMessage(`{"message":"No result within the job's deadline.","type":"timeout_error","code":"job_timeout"}`), nil); err != nil || len(ended) != 1 {
 				t.Fatalf("ExpireOverdue = %v, %v; want the job", ended, err)
 			}
 		}, 1},

@@ -69,6 +69,8 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("100::/64"),        // discard-only
 	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments, Teredo (2001::/32) among them
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("3fff::/20"),       // documentation (RFC 9637)
+	netip.MustParsePrefix("5f00::/16"),       // SRv6 segment identifiers (RFC 9602)
 	netip.MustParsePrefix("fec0::/10"),       // site-local (deprecated)
 }
 
@@ -82,7 +84,9 @@ var (
 // by the IPv4 address it reaches: 64:ff9b::a9fe:a9fe and 2002:a9fe:a9fe:: are
 // 169.254.169.254.
 func publicAddr(a netip.Addr) bool {
-	a = a.Unmap()
+	// A zone ("%eth0") only picks the link of a link-local address, which is refused anyway;
+	// netip.Prefix.Contains never matches a zoned address, so judge the address without it.
+	a = a.WithZone("").Unmap()
 	if a.Is6() {
 		b := a.As16()
 		switch {

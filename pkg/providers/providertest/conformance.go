@@ -14,15 +14,17 @@ import (
 
 // Client APIs Run can speak.
 const (
-	EndpointChat     = "/v1/chat/completions"
-	EndpointMessages = "/v1/messages"
+	EndpointChat      = "/v1/chat/completions"
+	EndpointMessages  = "/v1/messages"
+	EndpointResponses = "/v1/responses"
 )
 
 // Option changes how Run drives an adapter.
 type Option func(*suite)
 
-// Endpoint makes Run send requests in the client API at path, EndpointChat (the default) or
-// EndpointMessages, and check that every answer, stream and error comes back in it.
+// Endpoint makes Run send requests in the client API at path, EndpointChat (the default),
+// EndpointMessages or EndpointResponses, and check that every answer, stream and error
+// comes back in it.
 func Endpoint(path string) Option { return func(s *suite) { s.endpoint = path } }
 
 // Handler serves each case's Upstream through wrap(u) instead of u itself: for an adapter
@@ -56,8 +58,8 @@ func Limits() providers.Limits {
 //   - returns promptly, with the context's cause, when its deadline passes before the answer
 //     or it is canceled during one, and when emit fails;
 //   - puts no prompt text in errors, and releases every response: after each case every
-//     connection to the upstream closes once the server stops keeping it alive, and a run
-//     of answers and errors reuses one connection.
+//     connection to the upstream that carried a request closes once the server stops
+//     keeping it alive, and a run of answers and errors reuses one connection.
 //
 // Run the suite under a goroutine leak check (goleak.VerifyTestMain) to catch adapters
 // that leave goroutines behind.
@@ -67,7 +69,7 @@ func Run(t *testing.T, newAdapter func(baseURL string) providers.Provider, opts 
 	for _, o := range opts {
 		o(s)
 	}
-	if s.endpoint != EndpointChat && s.endpoint != EndpointMessages {
+	if s.endpoint != EndpointChat && s.endpoint != EndpointMessages && s.endpoint != EndpointResponses {
 		t.Fatalf("providertest.Run: unsupported endpoint %q", s.endpoint)
 	}
 	for _, c := range s.cases() {

@@ -25,6 +25,9 @@ type answer struct {
 func (s *suite) parseBody(t *testing.T, b []byte) answer {
 	t.Helper()
 	var a answer
+	if s.endpoint == EndpointResponses {
+		return parseResponsesBody(t, b)
+	}
 	if s.endpoint == EndpointChat {
 		var c struct {
 			Object  string `json:"object"`
@@ -93,9 +96,12 @@ type messagesAnswer struct {
 func (s *suite) parseStream(t *testing.T, events []providers.Event, whole bool) answer {
 	t.Helper()
 	var a answer
-	if s.endpoint == EndpointChat {
+	switch s.endpoint {
+	case EndpointResponses:
+		a = parseResponsesStream(t, events)
+	case EndpointChat:
 		a = parseChatStream(t, events)
-	} else {
+	default:
 		a = parseMessagesStream(t, events)
 	}
 	if whole && !a.complete {

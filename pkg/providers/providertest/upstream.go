@@ -62,14 +62,16 @@ type Upstream struct {
 	closeOnce sync.Once
 	seq       atomic.Int64 // numbers answer ids
 
-	requests   [len(modes)]atomic.Int64
-	openConns  atomic.Int64
-	totalConns atomic.Int64
+	requests [len(modes)]atomic.Int64
+	conns    connCounter
 
 	// The answers written in full and their usage change together, under one lock, so that
 	// Stats never shows a success without its tokens (or tokens without their success).
 	tallyMu sync.Mutex
 	tally   tally
+	// finishing counts answers whose last byte may have reached the client but which are
+	// not tallied yet; Stats waits for them, so a caller that has just read an answer sees it.
+	finishing int
 }
 
 // tally is what the successful answers add up to.
@@ -81,6 +83,11 @@ type Stats struct {
 	Requests map[Mode]int64 `json:"requests"`
 	// OpenConns is the number of TCP connections open now.
 	OpenConns int64 `json:"open_conns"`
+	// UnusedConns is how many of OpenConns have not carried a request yet: a client's
+	// transport dialled them and keeps them idle (one dialled for a request that was
+	// canceled before the dial completed stays in its pool). They hold no response, so
+	// they are no leak; OpenConns - UnusedConns is what a response left unreleased keeps open.
+	UnusedConns int64 `json:"unused_conns"`
 	// TotalConns is the number of TCP connections accepted.
 	TotalConns int64 `json:"total_conns"`
 	// PromptTokens sums the prompt usage of successful answers.
@@ -150,31 +157,28 @@ func (u *Upstream) Close() {
 	u.closeOnce.Do(func() { close(u.closed) })
 }
 
-// ConnState counts connections; set it as http.Server.ConnState.
-func (u *Upstream) ConnState(_ net.Conn, s http.ConnState) {
-	switch s {
-	case http.StateNew:
-		u.openConns.Add(1)
-		u.totalConns.Add(1)
-	case http.StateHijacked, http.StateClosed:
-		u.openConns.Add(-1)
-	}
-}
+// ConnState counts connections, and which have carried a request; set it as
+// http.Server.ConnState.
+func (u *Upstream) ConnState(c net.Conn, s http.ConnState) { u.conns.track(c, s) }
 
 // Stats returns a snapshot of the counters. Succeeded, PromptTokens and CompletionTokens
 // are consistent with each other: the tokens are those of exactly the Succeeded answers.
 func (u *Upstream) Stats() Stats {
 	u.tallyMu.Lock()
+	for deadline := time.Now().Add(2 * time.Second); u.finishing > 0 && time.Now().Before(deadline); {
+		u.tallyMu.Unlock()
+		time.Sleep(time.Millisecond)
+		u.tallyMu.Lock()
+	}
 	t := u.tally
 	u.tallyMu.Unlock()
 	s := Stats{
 		Requests:         make(map[Mode]int64),
-		OpenConns:        u.openConns.Load(),
-		TotalConns:       u.totalConns.Load(),
 		PromptTokens:     t.promptTokens,
 		CompletionTokens: t.completionTokens,
 		Succeeded:        t.succeeded,
 	}
+	s.OpenConns, s.UnusedConns, s.TotalConns = u.conns.counts()
 	for i, m := range modes {
 		if n := u.requests[i].Load(); n > 0 {
 			s.Requests[m] = n
@@ -183,19 +187,20 @@ func (u *Upstream) Stats() Stats {
 	return s
 }
 
-// Reset zeroes the counters, except OpenConns, which tracks live connections.
+// Reset zeroes the counters, except OpenConns and UnusedConns, which track live
+// connections.
 func (u *Upstream) Reset() {
 	for i := range u.requests {
 		u.requests[i].Store(0)
 	}
-	u.totalConns.Store(0)
+	u.conns.resetTotal()
 	u.tallyMu.Lock()
 	u.tally = tally{}
 	u.tallyMu.Unlock()
 }
 
 // ServeHTTP answers GET /stats, POST /stats/reset, and POST to the provider
-// routes (chat/completions, completions, embeddings, messages), with or
+// routes (chat/completions, completions, embeddings, messages, responses), with or
 // without the /v1 prefix, in the mode chosen for the request. The request is
 // checked before a mode is chosen, so even fault modes answer 400 to a body
 // that is not valid for its route or an X-Fake-Mode that names no mode;
@@ -361,7 +366,23 @@ func (u *Upstream) deliver(w http.ResponseWriter, r *http.Request, rep reply, mo
 		out.tick = t.C
 	}
 	w.WriteHeader(http.StatusOK)
+	// From the last frame's write on, the client may hold the whole answer before it is
+	// tallied below: Stats waits for such answers (finishing).
+	finishing := false
+	defer func() {
+		if finishing {
+			u.tallyMu.Lock()
+			u.finishing--
+			u.tallyMu.Unlock()
+		}
+	}()
 	for i := range rep.n {
+		if i == rep.n-1 && i != cutAt {
+			u.tallyMu.Lock()
+			u.finishing++
+			u.tallyMu.Unlock()
+			finishing = true
+		}
 		f := rep.frame(i)
 		if i == cutAt {
 			if half {
@@ -383,10 +404,14 @@ func (u *Upstream) deliver(w http.ResponseWriter, r *http.Request, rep reply, mo
 		return
 	}
 	u.tallyMu.Lock()
+	defer u.tallyMu.Unlock()
+	if finishing {
+		u.finishing--
+		finishing = false
+	}
 	u.tally.succeeded++
 	u.tally.promptTokens += int64(rep.promptTokens)
 	u.tally.completionTokens += int64(rep.completionTokens)
-	u.tallyMu.Unlock()
 }
 
 // writer writes an answer, one byte per tick if tick is set.

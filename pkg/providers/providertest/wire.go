@@ -20,13 +20,16 @@ type request struct {
 	} `json:"messages"`
 	System        json.RawMessage `json:"system"` // Anthropic
 	Prompt        json.RawMessage `json:"prompt"` // completions
-	Input         json.RawMessage `json:"input"`  // embeddings
+	Input         json.RawMessage `json:"input"`  // embeddings, responses
 	Stream        bool            `json:"stream"`
 	StreamOptions struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
 	MaxTokens      int    `json:"max_tokens"`
 	EncodingFormat string `json:"encoding_format"`
+	// responses
+	Instructions    string `json:"instructions"`
+	MaxOutputTokens int    `json:"max_output_tokens"`
 }
 
 // route is one provider endpoint: how to read its request, answer it, and shape its errors.
@@ -42,6 +45,7 @@ var routes = map[string]route{
 	"/completions":      {completionPrompt, completionReply, openAIError},
 	"/embeddings":       {embeddingPrompt, embeddingReply, openAIError},
 	"/messages":         {messagesPrompt, messagesReply, anthropicError},
+	"/responses":        {responsesPrompt, responsesReply, openAIError},
 }
 
 // prompt is what an answer is computed from.
