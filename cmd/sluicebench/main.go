@@ -9,7 +9,8 @@
 //	go run ./cmd/sluicebench -sections sync -concurrency 1,64 -duration 5s -json out.json
 //
 // Sections: sync (non-stream chat completions: req/s, p50/p99, added latency), stream (time
-// to first chunk), async (POST /v1/jobs submissions/s and drain rate), slow (goroutines and
+// to first chunk), async (POST /v1/jobs submissions/s and drain rate), batch (a 50,000-line
+// batch: upload, drain lines/s, RSS, sync p50/p99 at c=16 with and without it), slow (goroutines and
 // RSS per in-flight job against a 30 s upstream), scale (sync load against 1, 2, 4 workers
 // and 1, 2 ingresses sharing the one NATS and Postgres; not run by default: make bench-scale). It prints a markdown report on stdout,
 // progress on stderr, and exits 1 if the stack could not be run (a missed target is not a
@@ -59,6 +60,7 @@ type config struct {
 	drainTimeout     time.Duration
 	slowJobs         int
 	slowLatency      time.Duration
+	batchLines       int
 	jsonPath         string
 	repo             string
 	goCmd            string
@@ -75,8 +77,8 @@ type config struct {
 	natsCluster      int   // -nats-cluster: servers; 1 is cmd/devnats alone
 }
 
-// allSections: the first four run by default.
-var allSections = []string{"sync", "stream", "async", "slow", "scale"}
+// allSections: the first five run by default.
+var allSections = []string{"sync", "stream", "async", "batch", "slow", "scale"}
 
 func parseConfig(args []string, out io.Writer) (*config, error) {
 	c := &config{}
@@ -84,7 +86,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.SetOutput(out)
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time of each load point")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "warm-up before each load point (not measured)")
-	sections := fs.String("sections", strings.Join(allSections[:4], ","), "sections to run: "+strings.Join(allSections, ","))
+	sections := fs.String("sections", strings.Join(allSections[:5], ","), "sections to run: "+strings.Join(allSections, ","))
 	conc := fs.String("concurrency", "1,64,256", "client concurrency levels of the sync section")
 	streamConc := fs.String("stream-concurrency", "1,64", "client concurrency levels of the stream section")
 	fs.IntVar(&c.workerConc, "worker-concurrency", 256, "WORKER_CONCURRENCY for the sync, stream and async sections")
@@ -96,6 +98,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 2*time.Minute, "longest wait for the async jobs to finish")
 	fs.IntVar(&c.slowJobs, "slow-jobs", 1000, "requests held in flight by the slow section (also its WORKER_CONCURRENCY)")
 	fs.DurationVar(&c.slowLatency, "slow-latency", 30*time.Second, "latency of the slow fake upstream")
+	fs.IntVar(&c.batchLines, "batch-lines", 50000, "lines of the batch the batch section uploads and drains (1..50000)")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&c.repo, "repo", "", "the Sluice checkout (default: found from the working directory)")
 	fs.StringVar(&c.goCmd, "go", "go", "the go command that builds the binaries")
@@ -179,6 +182,7 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	check(c.asyncJobs >= 1 && c.asyncJobs <= 100_000, "-async-jobs %d: want 1..100000 (QUEUE_MAX_JOBS)", c.asyncJobs)
 	check(c.asyncConc >= 1, "-async-concurrency %d: want >= 1", c.asyncConc)
 	check(c.slowJobs >= 1 && c.slowJobs <= 4096, "-slow-jobs %d: want 1..4096 (INGRESS_MAX_WAITING)", c.slowJobs)
+	check(c.batchLines >= 1 && c.batchLines <= 50_000, "-batch-lines %d: want 1..50000", c.batchLines)
 	check(c.slowLatency >= 5*time.Second, "-slow-latency %s: want at least 5s", c.slowLatency)
 	return c, errors.Join(errs...)
 }
@@ -288,7 +292,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	first := cfg.workerConc
-	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] && !cfg.sections["scale"] {
+	if !cfg.sections["sync"] && !cfg.sections["stream"] && !cfg.sections["async"] && !cfg.sections["scale"] &&
+		!cfg.sections["batch"] {
 		first = cfg.slowJobs
 	}
 	if err := s.startSluice(ctx, first); err != nil {
@@ -318,6 +323,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if cfg.sections["async"] && ctx.Err() == nil {
 		a := s.asyncSection(ctx)
 		rep.Async = &a
+	}
+	if cfg.sections["batch"] && ctx.Err() == nil {
+		b := s.batchSection(ctx)
+		rep.Batch = &b
 	}
 	if cfg.sections["slow"] && ctx.Err() == nil {
 		sl, err := s.slowSection(ctx)

@@ -25,6 +25,7 @@ type report struct {
 	Cache        *cacheResult `json:"cache_hit_c1,omitempty"`
 	Stream       []syncPoint  `json:"stream,omitempty"`
 	Async        *asyncResult `json:"async,omitempty"`
+	Batch        *batchResult `json:"batch,omitempty"`
 	Slow         *slowResult  `json:"slow,omitempty"`
 	Scale        []scaleShape `json:"scale,omitempty"`
 	Targets      []target     `json:"targets"`
@@ -278,6 +279,7 @@ func (r *report) markdown(w io.Writer) {
 			fmt.Fprintf(w, "Sampling error at steady state: %s\n\n", sl.SampleError)
 		}
 	}
+	r.batchMarkdown(w)
 	r.scaleMarkdown(w)
 	if !slices.ContainsFunc(r.Targets, func(t target) bool { return t.Met != nil }) {
 		return // none of the targeted sections ran (e.g. -sections scale)

@@ -7,6 +7,7 @@
 //	channels create|list|get|update|delete
 //	prices   list|set
 //	usage    [-key KEY_ID] [-team TEAM_ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]
+//	batches  list [-key KEY_ID] [-limit N] | show ID | cancel ID
 //
 // The URL defaults to $SLUICE_URL or http://127.0.0.1:8080, the token to $SLUICE_ADMIN_TOKEN.
 // Answers are printed as indented JSON; API errors go to stderr with exit status 1.
@@ -58,7 +59,8 @@ const usage = `usage: sluicectl [-url URL] [-token TOKEN] <resource> <verb> [fla
                   -models a,b [-map alias=model,...] [-priority N] [-weight N] [-disabled]
   channels list | channels get ID | channels update ID [same flags] | channels delete ID
   prices list | prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M
-  usage [-key ID] [-team ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]`
+  usage [-key ID] [-team ID] [-from T] [-to T] [-group-by model|day|key|team] [-csv]
+  batches list [-key ID] [-limit N] | batches show ID | batches cancel ID`
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	global := flag.NewFlagSet("sluicectl", flag.ContinueOnError)
@@ -98,6 +100,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		v, err = c.crud(ctx, "/admin/v1/channels", verb, "delete", tail, channelFlags)
 	case "prices list":
 		v, err = c.do(ctx, http.MethodGet, "/admin/v1/prices", nil)
+	case "batches list", "batches show", "batches cancel":
+		v, err = c.batches(ctx, verb, tail)
 	case "prices set":
 		if len(tail) != 3 {
 			return usageError{"prices set MODEL INPUT_USD_PER_1M OUTPUT_USD_PER_1M"}
@@ -376,4 +380,30 @@ func (c *client) raw(ctx context.Context, path string, out io.Writer) error {
 	}
 	_, err = io.Copy(out, io.LimitReader(resp.Body, 1<<30))
 	return err
+}
+
+// batches runs batches list, show or cancel.
+func (c *client) batches(ctx context.Context, verb string, args []string) (any, error) {
+	if verb == "list" {
+		fs := flag.NewFlagSet("batches list", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		key := fs.String("key", "", "key id")
+		limit := fs.Int("limit", 20, "batches at most (1-100)")
+		if err := fs.Parse(args); err != nil {
+			return nil, usageError{"batches list [-key ID] [-limit N]"}
+		}
+		q := url.Values{"limit": {fmt.Sprint(*limit)}}
+		if *key != "" {
+			q.Set("key_id", *key)
+		}
+		return c.do(ctx, http.MethodGet, "/admin/v1/batches?"+q.Encode(), nil)
+	}
+	id, err := one(args)
+	if err != nil {
+		return nil, err
+	}
+	if verb == "cancel" {
+		return c.do(ctx, http.MethodPost, "/admin/v1/batches/"+url.PathEscape(id)+"/cancel", nil)
+	}
+	return c.do(ctx, http.MethodGet, "/admin/v1/batches/"+url.PathEscape(id), nil)
 }

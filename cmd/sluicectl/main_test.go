@@ -46,6 +46,9 @@ func TestCommands(t *testing.T) {
 		{"channels update ch_1 -disabled", "PATCH", "/admin/v1/channels/ch_1", `{"enabled":false}`},
 		{"prices set gpt-4o 2.5 10", "PUT", "/admin/v1/prices/gpt-4o", `{"input_usd_per_1m":2.5,"output_usd_per_1m":10}`},
 		{"usage -key key_1 -group-by day", "GET", "/admin/v1/usage?group_by=day&key_id=key_1", ``},
+		{"batches list -key key_1", "GET", "/admin/v1/batches?key_id=key_1&limit=20", ``},
+		{"batches show batch_1", "GET", "/admin/v1/batches/batch_1", ``},
+		{"batches cancel batch_1", "POST", "/admin/v1/batches/batch_1/cancel", ``},
 	}
 	for _, tt := range tests {
 		var out bytes.Buffer

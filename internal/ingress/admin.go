@@ -38,6 +38,9 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("GET /admin/v1/prices", a(s.listPrices))
 	route("GET /admin/v1/usage", a(s.usage))
 	route("PUT /admin/v1/prices/{model...}", a(s.putPrice))
+	route("GET /admin/v1/batches", a(s.adminListBatches))
+	route("GET /admin/v1/batches/{id}", a(s.adminGetBatch))
+	route("POST /admin/v1/batches/{id}/cancel", a(s.adminCancelBatch))
 }
 
 // Times are accepted in years 1 to 9999: what RFC 3339 can write, and inside what

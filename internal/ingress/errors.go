@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -75,7 +76,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // errorJSON renders e in the shape the route's clients expect.
 func errorJSON(r *http.Request, e *jobs.APIError) any {
-	if r.URL.Path == jobs.EndpointMessages {
+	if r.URL.Path == jobs.EndpointMessages || strings.HasPrefix(r.URL.Path, jobs.EndpointMessages+"/") {
 		var b anthropicErrorBody
 		b.Type = "error"
 		b.Error.Type = anthropicErrorType(e)

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/internal/cli"
+	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
 	"github.com/sluicehq/sluice/pkg/route"
@@ -83,7 +85,8 @@ func newHarness(t testing.TB) *harness {
 	s := &Server{cfg: Config{AdminToken: secret.Secret(testAdminToken), Common: cli.Common{JobTimeout: time.Minute}},
 		store: db.Store, nc: nc, pub: jobs.NewPublisher(nc, js, 5*time.Second), mux: mux, router: router, log: log,
 		waiting: make(chan struct{}, 64), keys: &keyCache{ttl: 24 * time.Hour, m: map[string]cachedKey{}},
-		maxBody: 64 << 10, done: done}
+		maxBody: 64 << 10, done: done, files: files.New(db.Pool),
+		batches: batches.New(db.Pool)}
 	s.metrics = newMetrics(prometheus.NewRegistry(), func() float64 { return 0 })
 	hs := &harness{t: t, srv: s, h: s.Handler(), st: db.Store, channel: ch.ID}
 	zero := 0

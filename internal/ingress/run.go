@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicehq/sluice/internal/cli"
+	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -132,8 +134,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	outcomes := jobs.NewOutcomes(nc, js, ostream, pubTimeout)
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
-		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now,
-		cache: cache}
+		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now, cache: cache,
+		files: files.New(pool), batches: batches.New(pool), uploads: make(chan struct{}, max(1, cfg.DBMaxConns/4))}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
@@ -42,6 +44,12 @@ type Server struct {
 	maxBody  int64
 	done     *jobs.DoneHub
 	queue    *queuer
+	// files stores the Batch API's files (pkg/files).
+	files *files.Store
+	// batches stores batches (pkg/batches); the workers run them.
+	batches *batches.Store
+	// uploads holds a token per upload in progress (takeUpload); nil: no cap.
+	uploads chan struct{}
 	// inFlight counts handlers running, so shutdown can wait for them before closing
 	// what they use.
 	inFlight atomic.Int64
@@ -101,6 +109,21 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/jobs", s.listJobs)
 	route("GET /v1/jobs/{id}", s.getJob)
 	route("POST /v1/jobs/{id}/cancel", s.cancelJob)
+	route("POST /v1/files", s.uploadFile)
+	route("GET /v1/files", s.listFiles)
+	route("GET /v1/files/{id}", s.getFile)
+	route("GET /v1/files/{id}/content", s.fileContent)
+	route("DELETE /v1/files/{id}", s.deleteFile)
+	route("POST /v1/batches", s.createBatch)
+	route("GET /v1/batches", s.listBatches)
+	route("GET /v1/batches/{id}", s.getBatch)
+	route("POST /v1/batches/{id}/cancel", s.cancelBatch)
+	route("POST /v1/messages/batches", s.createMessageBatch)
+	route("GET /v1/messages/batches", s.listMessageBatches)
+	route("GET /v1/messages/batches/{id}", s.getMessageBatch)
+	route("GET /v1/messages/batches/{id}/results", s.messageBatchResults)
+	route("POST /v1/messages/batches/{id}/cancel", s.cancelMessageBatch)
+	route("DELETE /v1/messages/batches/{id}", s.deleteMessageBatch)
 	route("GET /healthz", s.healthz)
 	route("GET /readyz", s.readyz)
 	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)

@@ -39,6 +39,8 @@ type Config struct {
 	Retention             time.Duration `env:"JOB_RETENTION" envDefault:"720h"`
 	KeyCacheTTL           time.Duration `env:"WORKER_KEY_CACHE_TTL" envDefault:"10s"`
 	KeyShare              float64       `env:"WORKER_KEY_SHARE" envDefault:"0.5"`
+	// BatchShare is the fraction of the slots batch lines may hold at once.
+	BatchShare float64 `env:"WORKER_BATCH_SHARE" envDefault:"0.25"`
 	// SettleVia is where an outcome becomes durable before the reply: "stream" (the
 	// outcomes stream; settlers write Postgres in batches) or "postgres" (written first).
 	SettleVia string `env:"WORKER_SETTLE_VIA" envDefault:"stream"`
@@ -78,6 +80,7 @@ func (c *Config) Validate() error {
 	check(c.UnpricedInput >= 0 && c.UnpricedOutput >= 0 && c.UnpricedInput <= 1e6 && c.UnpricedOutput <= 1e6,
 		"PRICE_UNPRICED_INPUT/OUTPUT_PER_MTOK=%g/%g: want 0..1e6", c.UnpricedInput, c.UnpricedOutput)
 	check(c.KeyShare > 0 && c.KeyShare <= 1, "WORKER_KEY_SHARE=%g: want a fraction in (0, 1]", c.KeyShare)
+	check(c.BatchShare > 0 && c.BatchShare <= 1, "WORKER_BATCH_SHARE=%g: want a fraction in (0, 1]", c.BatchShare)
 	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
 	check(c.SettleVia == "stream" || c.SettleVia == "postgres", "WORKER_SETTLE_VIA=%q: want stream or postgres", c.SettleVia)
 	check(c.Settlers >= 1 && c.Settlers <= 16, "WORKER_SETTLERS=%d: want 1..16", c.Settlers)

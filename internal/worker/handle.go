@@ -59,7 +59,11 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	defer p.metrics.busy.Dec()
 
 	deadline := job.Deadline
-	if limit := job.CreatedAt.Add(p.cfg.Queue.JobTimeout); limit.Before(deadline) {
+	began := job.CreatedAt
+	if job.Batch != "" { // a batch line's deadline is its batch's expiry; each run gets JobTimeout
+		began = time.Now()
+	}
+	if limit := began.Add(p.cfg.Queue.JobTimeout); limit.Before(deadline) {
 		deadline = limit
 	}
 	// Recording may outlive the job's context (shutdown, deadline) by RecordGrace — counted
@@ -110,6 +114,12 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 	if row.CancelRequested || cancelled { // cancelled while no worker held it
 		p.finish(recordCtx, d, failedAs(store.StatusCanceled, jobs.Canceled()))
 		return
+	}
+	if job.Batch != "" && p.batchState != nil {
+		if o := p.batchRefusal(recordCtx, job, time.Now()); o != nil {
+			p.finish(recordCtx, d, *o)
+			return
+		}
 	}
 	if !time.Now().Before(deadline) {
 		p.finish(recordCtx, d, timedOut(nil, ""))

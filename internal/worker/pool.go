@@ -47,6 +47,10 @@ type PoolConfig struct {
 	// KeyShare is the fraction of Concurrency one API key's jobs may hold at once (0.5; 1
 	// turns the cap off).
 	KeyShare float64
+	// BatchShare sizes the slots batch lines run in, as a fraction of Concurrency (0.25).
+	// They are slots of their own, beside Concurrency: interactive jobs never wait for a
+	// slot a batch line holds, and a batch drains however busy the interactive slots are.
+	BatchShare float64
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -59,6 +63,7 @@ func (c PoolConfig) withDefaults() PoolConfig {
 	c.FetchWait = cmp.Or(c.FetchWait, 5*time.Second)
 	c.KeyCacheTTL = cmp.Or(c.KeyCacheTTL, 10*time.Second)
 	c.KeyShare = cmp.Or(c.KeyShare, 0.5)
+	c.BatchShare = cmp.Or(c.BatchShare, 0.25)
 	return c
 }
 
@@ -87,6 +92,11 @@ type Pool struct {
 	outcomes   *jobs.Outcomes
 	settleCons jetstream.Consumer
 	settlers   int
+
+	// batchCons, if set, is the batch-line consumer, pulled into at most BatchShare of the
+	// slots; batchState says whether a line's batch still runs (batchlines.go).
+	batchCons  jetstream.Consumer
+	batchState *batchState
 }
 
 // settleBudget bounds the bytes of the outcomes one settler holds (one outcome larger than
@@ -167,22 +177,27 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	defer func() { stopBG(); bg.Wait() }()
 
-	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency)
+	batchSlots := p.batchSlots() // batch lines' own slots, beside the Concurrency of interactive jobs
+	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency + batchSlots)
 	// conc starts pool goroutines lazily and keeps them until Wait: start all k now, so the
 	// process's goroutine count is the same at idle as after load. Each warm-up task holds
 	// its goroutine until all k exist, so Go must start a new goroutine for every one.
 	var warm sync.WaitGroup
 	release := make(chan struct{})
-	warm.Add(p.cfg.Concurrency)
-	for range p.cfg.Concurrency {
+	warm.Add(p.cfg.Concurrency + batchSlots)
+	for range p.cfg.Concurrency + batchSlots {
 		wp.Go(func() { warm.Done(); <-release })
 	}
 	warm.Wait()
 	close(release)
 	free := slots.New(p.cfg.Concurrency)
+	var fetchers sync.WaitGroup
+	if p.batchCons != nil {
+		fetchers.Go(func() { p.runBatchLines(ctx, workCtx, hardCtx, wp, slots.New(batchSlots)) })
+	}
 	for free.Take(ctx) {
 		k := 1 + free.TakeIdle()
-		n := p.fetch(ctx, k, func(msg jetstream.Msg) {
+		n := p.fetchFrom(ctx, p.cons, k, func(msg jetstream.Msg) {
 			wp.Go(func() {
 				defer free.Put(1)
 				p.handle(workCtx, hardCtx, msg)
@@ -190,6 +205,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		})
 		free.Put(k - n) // slots the server had no message for
 	}
+	fetchers.Wait()
 	p.log.InfoContext(ctx, "stopping: waiting for in-flight jobs", "in_flight", p.cfg.Concurrency-free.Idle(),
 		"grace", p.cfg.ShutdownGrace)
 	grace := time.AfterFunc(p.cfg.ShutdownGrace, func() { cancelWork(ErrShutdown) })
@@ -200,11 +216,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetch pulls up to k messages and hands each to start; it returns how many arrived.
-func (p *Pool) fetch(ctx context.Context, k int, start func(jetstream.Msg)) int {
+// fetchFrom pulls up to k messages from cons and hands each to start; it returns how many
+// arrived.
+func (p *Pool) fetchFrom(ctx context.Context, cons jetstream.Consumer, k int, start func(jetstream.Msg)) int {
 	fctx, cancel := context.WithTimeout(ctx, p.cfg.FetchWait)
 	defer cancel() // only after the batch is drained: cancelling ends the batch early
-	b, err := p.cons.Fetch(k, jetstream.FetchContext(fctx))
+	b, err := cons.Fetch(k, jetstream.FetchContext(fctx))
 	if err != nil {
 		if ctx.Err() == nil {
 			p.log.WarnContext(ctx, "fetch jobs", "err", err)

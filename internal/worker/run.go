@@ -17,8 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	batchrun "github.com/sluicehq/sluice/internal/batches"
 	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/migrations"
+	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/files"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/route"
@@ -99,7 +102,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer stopWatch()
 
 	pcfg := PoolConfig{Queue: qcfg, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace,
-		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL, KeyShare: cfg.KeyShare}
+		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL, KeyShare: cfg.KeyShare, BatchShare: cfg.BatchShare}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}
@@ -120,6 +123,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		out = nil
 	}
 	w.SettleVia(out, ocons, max(cfg.Settlers, 1))
+	if _, err := jobs.EnsureBatchStream(ctx, js, qcfg); err != nil {
+		return err
+	}
+	bcons, err := jobs.EnsureBatchConsumer(ctx, js, qcfg)
+	if err != nil {
+		return err
+	}
+	bst := batches.New(pool)
+	w.SetBatches(bcons, bst.Status)
+	runner := batchrun.NewRunner(batchrun.Config{MaxLine: int(nc.MaxPayload()) - 16<<10}, bst, files.New(pool),
+		st.KeyByID, router, jobs.NewPublisher(nc, js, 10*time.Second), log)
 	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
 		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
 
@@ -160,6 +174,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		}
 	})
 	wg.Go(func() { disp.Run(bgCtx) })
+	wg.Go(func() { runner.Run(bgCtx) })
 	gauges := newQueueGauges(reg)
 	wg.Go(func() { watchQueue(bgCtx, gauges, cons, ocons, queueWatchEvery, log) })
 	errc := make(chan error, 1)

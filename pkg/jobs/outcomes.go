@@ -103,6 +103,7 @@ const (
 	outAsync
 	outHoldsSlot
 	outCacheHit
+	outBatch // the job is a batch line: its batch id, custom id and line follow the metadata
 )
 
 // EncodeOutcome is the message data of o, in a binary layout (the response and error JSON
@@ -111,7 +112,8 @@ const (
 //	version | flags | uvarint status code | job id | status | channel id | upstream model |
 //	error | response [| varint prompt, completion tokens]
 //	[| key id | endpoint | model | webhook url | varint created, deadline (unix ns) |
-//	   uvarint attempt | varint reserved tokens | request | uvarint metadata pairs, key | value …]
+//	   uvarint attempt | varint reserved tokens | request | uvarint metadata pairs, key | value …
+//	   [| batch id | custom id | uvarint line, if outBatch]]
 //
 // with each string and byte field uvarint-length-prefixed.
 func EncodeOutcome(o *store.Outcome) ([]byte, error) {
@@ -136,6 +138,9 @@ func EncodeOutcome(o *store.Outcome) ([]byte, error) {
 		}
 		if j.HoldsSlot {
 			flags |= outHoldsSlot
+		}
+		if j.BatchID != "" {
+			flags |= outBatch
 		}
 	}
 	b := make([]byte, 0, 64+len(o.Response)+len(o.Error))
@@ -162,6 +167,10 @@ func EncodeOutcome(o *store.Outcome) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(j.Metadata)))
 		for k, v := range j.Metadata {
 			b = appendString(appendString(b, k), v)
+		}
+		if j.BatchID != "" {
+			b = appendString(appendString(b, j.BatchID), j.CustomID)
+			b = binary.AppendUvarint(b, uint64(max(j.BatchLine, 0)))
 		}
 	}
 	return b, nil
@@ -201,9 +210,12 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 		} else if n != 0 {
 			r.bad = true
 		}
+		if flags&outBatch != 0 {
+			j.BatchID, j.CustomID, j.BatchLine = r.string(), r.string(), r.int()
+		}
 		o.Job = j
 	}
-	if r.bad || len(r.b) > 0 || flags&^(outCacheHit<<1-1) != 0 || o.JobID == "" || o.Status == "" {
+	if r.bad || len(r.b) > 0 || o.JobID == "" || o.Status == "" { // every flag bit has a meaning
 		return store.Outcome{}, errors.New("decode outcome: malformed")
 	}
 	return o, nil

@@ -319,6 +319,12 @@ func (p *Publisher) message(j *Job) (*nats.Msg, error) {
 	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
 		return nil, ErrTooLarge
 	}
+	if j.Batch != "" {
+		if strings.ContainsAny(j.Batch, ".*> \t\r\n") {
+			return nil, fmt.Errorf("job %s: batch id %q is not a subject token", j.ID, j.Batch)
+		}
+		return &nats.Msg{Subject: batchPrefix + j.Batch, Data: data}, nil
+	}
 	return &nats.Msg{Subject: jobPrefix + j.KeyID, Data: data}, nil
 }
 

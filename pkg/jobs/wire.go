@@ -44,6 +44,12 @@ type Job struct {
 	Deadline       time.Time `json:"deadline"`
 	// Reply is the subject the answer goes to; empty for async jobs.
 	Reply string `json:"reply,omitempty"`
+	// Batch, Line and CustomID name the batch line this job is (empty for other jobs): it
+	// runs from the batch stream, its row is written once with its outcome, and its
+	// deadline is the batch's expiry (each run still gets at most JobTimeout).
+	Batch    string `json:"batch,omitempty"`
+	Line     int    `json:"line,omitempty"`
+	CustomID string `json:"custom_id,omitempty"`
 
 	// jsonWire is true for a job decoded from the JSON form: it came from an ingress from
 	// before the binary forms, which gets its replies in the header-based form.
@@ -56,7 +62,8 @@ type Job struct {
 // reflective decode of the whole body on every delivery.
 //
 //	0x01 | flags | varint created_at (unix ns) | varint deadline (unix ns)
-//	     | uvarint-prefixed id, key_id, endpoint, model, reply | body
+//	     | uvarint-prefixed id, key_id, endpoint, model, reply
+//	     [| uvarint-prefixed batch, custom_id | uvarint line, if flagBatch] | body
 const wireV1 = 0x01
 
 // Flag bits of the wire form.
@@ -66,18 +73,19 @@ const (
 	flagAsync
 	flagHoldsSlot
 	flagReservedTokens
+	flagBatch
 )
 
 // Encode returns the job's wire form. The body is not copied into anything but the result.
 func (j *Job) Encode() ([]byte, error) {
 	var flags byte
-	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens} {
+	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens, j.Batch != ""} {
 		if on {
 			flags |= 1 << bit
 		}
 	}
 	n := 2 + 2*binary.MaxVarintLen64 + len(j.ID) + len(j.KeyID) + len(j.Endpoint) + len(j.Model) + len(j.Reply) +
-		5*binary.MaxVarintLen64 + len(j.Body)
+		8*binary.MaxVarintLen64 + len(j.Batch) + len(j.CustomID) + len(j.Body)
 	b := make([]byte, 0, n)
 	b = append(b, wireV1, flags)
 	b = binary.AppendVarint(b, unixNano(j.CreatedAt))
@@ -85,6 +93,10 @@ func (j *Job) Encode() ([]byte, error) {
 	for _, s := range [...]string{j.ID, j.KeyID, j.Endpoint, j.Model, j.Reply} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
+	}
+	if j.Batch != "" {
+		b = appendString(appendString(b, j.Batch), j.CustomID)
+		b = binary.AppendUvarint(b, uint64(max(j.Line, 0)))
 	}
 	return append(b, j.Body...), nil
 }
@@ -135,10 +147,13 @@ func decodeV1(data []byte) (*Job, error) {
 	j := &Job{ID: r.string(), KeyID: r.string(), Endpoint: r.string(), Model: r.string(), Reply: r.string(),
 		Stream: flags&flagStream != 0, WantUsageChunk: flags&flagWantUsageChunk != 0, Async: flags&flagAsync != 0,
 		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0}
+	if flags&flagBatch != 0 {
+		j.Batch, j.CustomID, j.Line = r.string(), r.string(), r.int()
+	}
 	switch {
 	case r.bad:
 		return nil, errors.New("truncated")
-	case flags>>5 != 0:
+	case flags>>6 != 0:
 		return nil, fmt.Errorf("unknown flags %#x", flags)
 	case len(r.b) > 0 && !json.Valid(r.b):
 		return nil, errors.New("body is not JSON")
@@ -325,7 +340,8 @@ func decodeFinal(b []byte) (*Final, error) {
 // owner created; a sync call's prompt is not needed to answer or replay it, so it is not kept.
 func (j *Job) Row(attempt int) store.NewJob {
 	row := store.NewJob{ID: j.ID, KeyID: j.KeyID, Endpoint: j.Endpoint, Model: j.Model, Async: j.Async,
-		CreatedAt: j.CreatedAt, Deadline: j.Deadline, Attempt: attempt, HoldsSlot: j.HoldsSlot}
+		CreatedAt: j.CreatedAt, Deadline: j.Deadline, Attempt: attempt, HoldsSlot: j.HoldsSlot,
+		BatchID: j.Batch, BatchLine: j.Line, CustomID: j.CustomID}
 	if j.ReservedTokens {
 		row.ReservedTokens = tokens.Admission(len(j.Body))
 	}

@@ -75,6 +75,10 @@ type NewJob struct {
 	// ReservedTokens is what admission counted against the key's (and its team's)
 	// tokens-per-minute windows; settlement corrects the window by the reported usage.
 	ReservedTokens int64 `json:",omitempty"`
+	// BatchID, BatchLine and CustomID say which batch line the job is, if any.
+	BatchID   string `json:",omitempty"`
+	BatchLine int    `json:",omitempty"`
+	CustomID  string `json:",omitempty"`
 }
 
 // CreateQueuedJob inserts an async job as queued, before it is published, so that it reads
@@ -217,7 +221,7 @@ func nilIfEmptyJSON(b json.RawMessage) any {
 // MB, and a page of them would be held whole in memory; Job reads one with its body.
 func (s *Store) ListJobs(ctx context.Context, keyID, status, after string, limit int) (jobs []Job, hasMore bool, err error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+listColumns+` FROM jobs
-		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3)
+		WHERE key_id = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3) AND batch_id IS NULL
 		ORDER BY id DESC LIMIT $4`, keyID, status, after, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("list jobs: %w", classify(err))

@@ -37,12 +37,13 @@ type Started struct {
 // startSQL is StartJob for a batch of jobs, given as arrays.
 const startSQL = `INSERT INTO jobs AS j
 		(id, key_id, endpoint, model, async, status, attempts, request, metadata, webhook_url, created_at, started_at, deadline,
-			holds_slot)
+			holds_slot, batch_id, batch_line, custom_id)
 	SELECT id, key_id, endpoint, model, async, 'running', GREATEST(attempt, 1), request::json, metadata::jsonb,
-		NULLIF(webhook_url, ''), created_at, now(), deadline, holds_slot
+		NULLIF(webhook_url, ''), created_at, now(), deadline, holds_slot, NULLIF(batch_id, ''), batch_line, custom_id
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[],
-		$9::timestamptz[], $10::timestamptz[], $11::int[], $12::bool[])
-		AS t(id, key_id, endpoint, model, async, request, metadata, webhook_url, created_at, deadline, attempt, holds_slot)
+		$9::timestamptz[], $10::timestamptz[], $11::int[], $12::bool[], $13::text[], $14::int[], $15::text[])
+		AS t(id, key_id, endpoint, model, async, request, metadata, webhook_url, created_at, deadline, attempt, holds_slot,
+			batch_id, batch_line, custom_id)
 	ON CONFLICT (id) DO UPDATE SET status = 'running', attempts = GREATEST(j.attempts + 1, EXCLUDED.attempts),
 		started_at = COALESCE(j.started_at, now())
 	WHERE j.finished_at IS NULL
@@ -60,6 +61,8 @@ func (s *Store) StartJobs(ctx context.Context, js []NewJob) ([]Started, error) {
 		async, slots       = make([]bool, n), make([]bool, n)
 		created, deadlines = make([]time.Time, n), make([]time.Time, n)
 		attempts           = make([]int32, n)
+		batchIDs, customs  = make([]string, n), make([]*string, n)
+		lines              = make([]*int32, n)
 	)
 	for i := range js {
 		j := &js[i]
@@ -75,9 +78,10 @@ func (s *Store) StartJobs(ctx context.Context, js []NewJob) ([]Started, error) {
 			metadata[i] = b
 		}
 		async[i], slots[i], created[i], deadlines[i], attempts[i] = j.Async, j.HoldsSlot, j.CreatedAt, j.Deadline, int32(j.Attempt)
+		batchIDs[i], lines[i], customs[i] = batchColumns(j)
 	}
 	rows, err := s.pool.Query(ctx, startSQL, ids, keys, endpoints, models, async, requests, metadata, webhooks,
-		created, deadlines, attempts, slots)
+		created, deadlines, attempts, slots, batchIDs, lines, customs)
 	if err != nil {
 		return nil, fmt.Errorf("start %d jobs: %w", n, classify(err))
 	}
@@ -152,9 +156,11 @@ func (s *Store) FinishJob(ctx context.Context, o Outcome) (Finished, error) {
 const finishSQL = `WITH input AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
 			$8::text[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[],
-			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[], $25::bool[])
+			$16::timestamptz[], $17::int[], $18::bool[], $20::text[], $23::bigint[], $25::bool[], $26::text[], $27::int[],
+			$28::text[])
 		AS t(id, status, status_code, response, error, pt, ct, channel_id, charge, estimated, key_id, endpoint, model,
-			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved, cache_hit)),
+			request, created_at, deadline, attempt, holds_slot, upstream_model, reserved, cache_hit, batch_id, batch_line,
+			custom_id)),
 	priced AS (
 		-- The upstream model's price, else the alias's, else the configured unpriced price.
 		SELECT input.*, CASE WHEN input.cache_hit THEN 0 WHEN input.charge THEN
@@ -165,9 +171,10 @@ const finishSQL = `WITH input AS (
 	fin AS (
 		INSERT INTO jobs AS j (id, key_id, endpoint, model, async, status, attempts, request, created_at, started_at,
 			deadline, status_code, response, error, prompt_tokens, completion_tokens, channel_id, finished_at, cost_usd,
-			holds_slot)
+			holds_slot, batch_id, batch_line, custom_id)
 		SELECT id, key_id, endpoint, model, false, status, GREATEST(attempt, 1), request::json, created_at, created_at,
-			deadline, status_code, response::json, error::jsonb, pt, ct, NULLIF(channel_id, ''), now(), cost, holds_slot
+			deadline, status_code, response::json, error::jsonb, pt, ct, NULLIF(channel_id, ''), now(), cost, holds_slot,
+			NULLIF(batch_id, ''), batch_line, custom_id
 		FROM priced
 		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_code = EXCLUDED.status_code,
 			response = EXCLUDED.response, error = EXCLUDED.error, prompt_tokens = EXCLUDED.prompt_tokens,
@@ -237,6 +244,8 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		created, deadlines        = make([]time.Time, n), make([]time.Time, n)
 		reserved                  = make([]int64, n)
 		hits                      = make([]bool, n)
+		batchIDs, customs         = make([]string, n), make([]*string, n)
+		lines                     = make([]*int32, n)
 	)
 	text := func(b json.RawMessage) []byte { // sent as text; nil is NULL
 		if len(b) == 0 {
@@ -265,10 +274,11 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		keys[i], endpoints[i], models[i] = j.KeyID, j.Endpoint, j.Model
 		created[i], deadlines[i], attempts[i], slots[i] = j.CreatedAt, j.Deadline, int32(j.Attempt), j.HoldsSlot
 		reserved[i], hits[i] = j.ReservedTokens, o.CacheHit
+		batchIDs[i], lines[i], customs[i] = batchColumns(j)
 	}
 	rows, err := s.pool.Query(ctx, finishSQL, jobIDs, statuses, codes, responses, errs, pts, cts, channels, charges,
 		estimated, keys, endpoints, models, requests, created, deadlines, attempts, slots, int16(rand.IntN(spendShards)),
-		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now(), hits)
+		upstreamModels, s.unpricedIn, s.unpricedOut, reserved, time.Now(), hits, batchIDs, lines, customs)
 	if err != nil {
 		return nil, fmt.Errorf("finish %d jobs: %w", n, classify(err))
 	}
@@ -291,4 +301,14 @@ func (s *Store) FinishJobs(ctx context.Context, os []Outcome) ([]Finished, error
 		out[i] = Finished{Applied: ok, CostUSD: cost}
 	}
 	return out, nil
+}
+
+// batchColumns are j's batch_id, batch_line and custom_id: "" (NULL), nil, nil for a job
+// that is no batch line.
+func batchColumns(j *NewJob) (string, *int32, *string) {
+	if j.BatchID == "" {
+		return "", nil, nil
+	}
+	line, custom := int32(j.BatchLine), j.CustomID
+	return j.BatchID, &line, &custom
 }

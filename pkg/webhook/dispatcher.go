@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluicehq/sluice/pkg/batches"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/slots"
@@ -269,8 +270,12 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.AttemptTimeout)
 	defer cancel()
 	var body bytes.Buffer
-	// Encoded exactly as the ingress writes GET /v1/jobs/{id}, trailing newline included.
-	if err := json.NewEncoder(&body).Encode(Object(&del.Job)); err != nil {
+	event := del.Job.Endpoint == batches.EventEndpoint // a batch's event: its stored body is what is sent
+	if event {
+		body.Write(del.Job.Response)
+		body.WriteByte('\n')
+	} else if err := json.NewEncoder(&body).Encode(Object(&del.Job)); err != nil {
+		// Encoded exactly as the ingress writes GET /v1/jobs/{id}, trailing newline included.
 		return 0, fmt.Errorf("encode job object: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, del.URL, bytes.NewReader(body.Bytes()))
@@ -279,7 +284,11 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Sluice-Webhook/1")
-	req.Header.Set("Sluice-Job-Id", del.Job.ID)
+	if event {
+		req.Header.Set("Sluice-Event-Id", del.Job.ID)
+	} else {
+		req.Header.Set("Sluice-Job-Id", del.Job.ID)
+	}
 	req.Header.Set("Sluice-Signature", sign(del.Secret.Reveal(), time.Now().Unix(), body.Bytes()))
 	resp, err := d.http.Do(req) //nolint:bodyclose // released by providers.CloseBody, the one release helper
 	if err != nil {
