@@ -57,7 +57,9 @@ func TestQueueGauges_Issue13_2(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	batch, err := cons.FetchNoWait(2) // taken, not acked
+	// Taken, not acked. Fetch waits for both (FetchNoWait right after the publishes can find
+	// the consumer not yet aware of them and return none).
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
