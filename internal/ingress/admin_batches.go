@@ -25,7 +25,7 @@ func (s *Server) adminListBatches(w http.ResponseWriter, r *http.Request) {
 	}
 	bs, more, err := s.batches.List(r.Context(), q.Get("key_id"), "", q.Get("after"), limit)
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	data := make([]any, 0, len(bs))

@@ -206,7 +206,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 	}
 	if err != nil {
 		if !errors.Is(err, store.ErrPermanent) {
-			err = errOverloaded("The database is unavailable; retry shortly.")
+			err = errDBUnavailable()
 		}
 		s.writeError(w, r, err)
 		return
@@ -322,7 +322,7 @@ func (s *Server) writeJobError(w http.ResponseWriter, r *http.Request, id string
 		s.writeError(w, r, err) // a 400: input that should have been refused at the edge
 		return
 	}
-	s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+	s.writeError(w, r, errDBUnavailable())
 }
 
 // listJobs serves GET /v1/jobs?status=&limit=&after=.
@@ -360,7 +360,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	rows, more, err := s.store.ListJobs(r.Context(), key.ID, status, after, limit)
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	list := map[string]any{"object": "list", "data": []any{}, "first_id": nil, "last_id": nil, "has_more": more}

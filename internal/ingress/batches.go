@@ -32,7 +32,7 @@ func (s *Server) writeBatchError(w http.ResponseWriter, r *http.Request, err err
 		s.writeError(w, r, errBatchNotFound(r.PathValue("id")))
 		return
 	}
-	s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+	s.writeError(w, r, errDBUnavailable())
 }
 
 // createBatch serves POST /v1/batches.
@@ -118,14 +118,14 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	now := time.Now()
 	b, err := s.batches.Create(r.Context(), batches.Batch{ID: ids.NewAt("batch", now), KeyID: key.ID, Kind: batches.KindOpenAI,
 		Endpoint: req.endpoint, InputFileID: f.ID, Metadata: md, ExpiresAt: now.Add(jobs.BatchWindow), WebhookURL: req.hook})
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	writeJSON(w, http.StatusOK, batchObject(&b))
@@ -185,7 +185,7 @@ func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
 	}
 	bs, more, err := s.batches.List(r.Context(), key.ID, batches.KindOpenAI, q.Get("after"), limit)
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	data := make([]any, 0, len(bs))

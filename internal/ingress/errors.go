@@ -22,6 +22,8 @@ var (
 	errInvalidKey = apiError(http.StatusUnauthorized, "authentication_error", "invalid_api_key",
 		"Incorrect, missing, revoked or expired API key. Send it as 'Authorization: Bearer sk-sl-…'.")
 	errOverloaded = func(msg string) *jobs.APIError { return jobs.Overloaded("overloaded", msg) }
+	// errDBUnavailable answers a request that needs Postgres while it cannot be reached.
+	errDBUnavailable = func() *jobs.APIError { return errOverloaded("The database is unavailable; retry shortly.") }
 )
 
 // errorBody is the OpenAI error shape.

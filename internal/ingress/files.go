@@ -180,7 +180,7 @@ func (s *Server) listFiles(w http.ResponseWriter, r *http.Request) {
 	}
 	fs, more, err := s.files.List(r.Context(), key.ID, q.Get("purpose"), q.Get("after"), limit)
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	data := make([]any, 0, len(fs))
@@ -231,7 +231,7 @@ func (s *Server) writeFileError(w http.ResponseWriter, r *http.Request, err erro
 		s.writeError(w, r, errFileNotFound(r.PathValue("id")))
 		return
 	}
-	s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+	s.writeError(w, r, errDBUnavailable())
 }
 
 // fileContent serves GET /v1/files/{id}/content, streamed one stored chunk at a time.

@@ -24,7 +24,7 @@ func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key,
 	if lim.Any() {
 		st, err := s.store.TakeRate(ctx, k.ID, lim, est, now)
 		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
+			return errDBUnavailable()
 		}
 		rateHeaders(w.Header(), lim, st)
 		if !st.OK {
@@ -43,7 +43,7 @@ func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key,
 				_ = s.store.ReturnRate(context.WithoutCancel(ctx), k.ID, est, now)
 			}
 			if err != nil {
-				return errOverloaded("The database is unavailable; retry shortly.")
+				return errDBUnavailable()
 			}
 			return rateError(tl, st, "this API key's team")
 		}
@@ -54,7 +54,7 @@ func (s *Server) limit(ctx context.Context, w http.ResponseWriter, k *store.Key,
 		// the sweeper has not yet ended the job (its row's end frees the slot sooner).
 		ok, err := s.store.AcquireSlot(ctx, k.ID, job.ID, *k.MaxConcurrency, job.Deadline.Add(s.cfg.Queue().SlotHold()))
 		if err != nil {
-			return errOverloaded("The database is unavailable; retry shortly.")
+			return errDBUnavailable()
 		}
 		if !ok {
 			e := apiError(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded",

@@ -129,7 +129,7 @@ func (s *Server) createMessageBatch(w http.ResponseWriter, r *http.Request) {
 	b, err := s.batches.Create(r.Context(), batches.Batch{ID: ids.NewAt("batch", now), KeyID: key.ID, Kind: batches.KindAnthropic,
 		Endpoint: jobs.EndpointMessages, InputFileID: st.f.ID, Total: n, ExpiresAt: now.Add(jobs.BatchWindow)})
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	writeJSON(w, http.StatusOK, s.messageBatchObject(r, &b, batches.Counts{}))
@@ -234,14 +234,14 @@ func (s *Server) listMessageBatches(w http.ResponseWriter, r *http.Request) {
 	}
 	bs, more, err := s.batches.List(r.Context(), key.ID, batches.KindAnthropic, q.Get("after_id"), limit)
 	if err != nil {
-		s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+		s.writeError(w, r, errDBUnavailable())
 		return
 	}
 	data := make([]any, 0, len(bs))
 	for i := range bs {
 		c, err := s.batches.LineCounts(r.Context(), bs[i].ID)
 		if err != nil {
-			s.writeError(w, r, errOverloaded("The database is unavailable; retry shortly."))
+			s.writeError(w, r, errDBUnavailable())
 			return
 		}
 		data = append(data, s.messageBatchObject(r, &bs[i], c))

@@ -371,7 +371,7 @@ func (s *Server) authenticate(r *http.Request) (store.Key, error) {
 		} else { // Postgres cannot be asked: a recently cached key still authenticates
 			stale, ok := s.keys.stale(tok, now)
 			if !ok {
-				return store.Key{}, errOverloaded("The database is unavailable; retry shortly.")
+				return store.Key{}, errDBUnavailable()
 			}
 			k = stale
 		}
