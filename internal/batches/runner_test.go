@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/batches"
 	"github.com/sluicehq/sluice/pkg/files"
+	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
@@ -43,7 +44,7 @@ func TestBatchExpiry_Issue12_2(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.Now().Add(-25 * time.Hour)
-	b, err := bs.Create(ctx, batches.Batch{ID: "batch_01M8Y7KR2XS7N2NVQNSJ2J7A8M", KeyID: key.ID, Kind: batches.KindOpenAI,
+	b, err := bs.Create(ctx, batches.Batch{ID: ids.NewAt("batch", created), KeyID: key.ID, Kind: batches.KindOpenAI,
 		Endpoint: jobs.EndpointChat, InputFileID: f.ID, ExpiresAt: created.Add(jobs.BatchWindow), Total: 3,
 		WebhookURL: "https://example.com/hook"})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
@@ -21,7 +22,7 @@ func TestBatchLineRows_Issue12_2(t *testing.T) {
 	db := storetest.New(t)
 	bs := batches.New(db.Pool)
 	now := time.Now()
-	b, err := bs.Create(ctx, batches.Batch{ID: "batch_01M8Y7KR2XS7N2NVQNSJ2J7A8M", KeyID: "key_1", Kind: batches.KindOpenAI,
+	b, err := bs.Create(ctx, batches.Batch{ID: ids.New("batch"), KeyID: "key_1", Kind: batches.KindOpenAI,
 		Endpoint: jobs.EndpointChat, InputFileID: "file-1", ExpiresAt: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
