@@ -17,6 +17,8 @@ import (
 
 // finish records the outcome, replies and acks.
 func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
+	ctx = p.startSettle(ctx, d, out)
+	defer endSettle(d)
 	job := d.job
 	var cost float64
 	var applied bool
@@ -160,6 +162,7 @@ func (p *Pool) reply(ctx context.Context, d *delivery, f *jobs.Final, body json.
 	if stream {
 		body = nil
 	}
+	defer p.startReply(ctx, d, f).End()
 	if err := d.rep.Finish(f, body); err != nil {
 		d.log.WarnContext(ctx, "reply", "err", err)
 	}

@@ -68,10 +68,23 @@ func SpanContextOf(h nats.Header) trace.SpanContext {
 	return trace.SpanContextFromContext(propagator.Extract(context.Background(), HeaderCarrier(h)))
 }
 
-// ExtractHTTP is Extract for a client's HTTP request headers: it continues the client's trace.
+// maxTracestate bounds the tracestate passed on from a client (the W3C minimum a vendor
+// must pass on is 512 characters); a longer one is dropped, so that a job's headers stay small.
+const maxTracestate = 512
+
+// ExtractHTTP is Extract for a client's HTTP request headers: it continues the client's
+// trace. A tracestate longer than 512 bytes (all its headers together) is left behind (the traceparent still counts).
 func ExtractHTTP(ctx context.Context, h http.Header) context.Context {
-	if _, ok := h["Traceparent"]; !ok {
+	tp, ok := h["Traceparent"]
+	if !ok {
 		return ctx
+	}
+	n := 0
+	for _, v := range h["Tracestate"] {
+		n += len(v) + 1
+	}
+	if n > maxTracestate+1 {
+		h = http.Header{"Traceparent": tp}
 	}
 	return propagator.Extract(ctx, propagation.HeaderCarrier(h))
 }
