@@ -84,7 +84,7 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 		j.Request = nil
 		o.Job = &j
 	}
-	dup, err := p.outcomes.Publish(ctx, &o)
+	dup, err := p.outcomes.PublishWith(ctx, &o, outcomeHeader(d.job))
 	if err != nil {
 		if !errors.Is(err, jobs.ErrOutcomeTooLarge) {
 			d.log.WarnContext(ctx, "outcomes stream refused the outcome; settling it directly", "err", err)

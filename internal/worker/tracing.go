@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -155,4 +157,32 @@ func endAttempt(span trace.Span, res *providers.Result, err error) {
 	}
 	span.SetAttributes(telemetry.ErrorType.String(label))
 	span.SetStatus(codes.Error, label)
+}
+
+// outcomeHeader is what an outcome's message carries of its job's headers: the request id
+// and the trace context, which the settler's log lines about it show (outcomeLog).
+func outcomeHeader(job *jobs.Job) nats.Header {
+	var h nats.Header
+	for _, k := range [...]string{jobs.HeaderRequestID, telemetry.HeaderTraceparent} {
+		if v := job.Header.Get(k); v != "" {
+			if h == nil {
+				h = make(nats.Header, 3) // and the message id
+			}
+			h[k] = []string{v}
+		}
+	}
+	return h
+}
+
+// outcomeLog is the logger for lines about job jobID's outcome, one of msgs: each carries
+// job_id, request_id and trace_id (from the outcome message's headers).
+func outcomeLog(log *slog.Logger, msgs []jetstream.Msg, jobID string) *slog.Logger {
+	var h nats.Header
+	for _, m := range msgs {
+		if strings.HasSuffix(m.Subject(), "."+jobID) {
+			h = m.Headers()
+			break
+		}
+	}
+	return log.With(telemetry.JobAttrs(jobID, h.Get(jobs.HeaderRequestID), telemetry.TraceIDOf(telemetry.SpanContextOf(h)))...)
 }

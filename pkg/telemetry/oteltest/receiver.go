@@ -61,7 +61,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	var body io.Reader = io.LimitReader(req.Body, maxExport)
+	body := io.LimitReader(req.Body, maxExport)
 	if req.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(body)
 		if err != nil {
