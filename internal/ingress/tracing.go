@@ -64,9 +64,8 @@ func (s *Server) startPublish(ctx context.Context, w http.ResponseWriter, job *j
 	}
 	ctx, span := s.tracer.Start(ctx, "publish job", trace.SpanKindProducer)
 	if span.IsRecording() {
-		span.SetAttributes(telemetry.JobID.String(job.ID), telemetry.MessagingSystem.String("nats"),
-			telemetry.MessagingOperation.String("send"), telemetry.MessagingDestination.String(jobs.StreamName),
-			telemetry.Stream.Bool(job.Stream))
+		span.SetAttributes(telemetry.MessagingSystem.String("nats"), telemetry.MessagingOperation.String("send"),
+			telemetry.MessagingDestination.String(jobs.StreamName))
 	}
 	job.Header = telemetry.Inject(ctx, job.Header)
 	return ctx, span
@@ -82,7 +81,8 @@ func endSpan(span trace.Span, err error) {
 }
 
 // traceReply records a job's final reply: a span under the worker's reply span (whose trace
-// context rides in the message's headers), and the token usage on the request's span.
+// context rides in the message's headers), and the token usage on the request's span. The
+// job's ids are on the request's span: its children do not repeat them.
 func (s *Server) traceReply(ctx context.Context, m *nats.Msg, rep *jobs.Reply) {
 	if !s.tracer.On() || rep.Final == nil {
 		return
@@ -92,10 +92,8 @@ func (s *Server) traceReply(ctx context.Context, m *nats.Msg, rep *jobs.Reply) {
 	telemetry.Usage(server, f.Usage)
 	_, span := s.tracer.Start(telemetry.Extract(ctx, m.Header), "receive reply", trace.SpanKindConsumer)
 	if span.IsRecording() {
-		span.SetAttributes(telemetry.JobID.String(f.JobID), telemetry.JobStatus.String(f.Status),
-			telemetry.HTTPResponseStatus.Int(f.StatusCode), telemetry.ReplyParts.Int(f.Parts),
-			telemetry.MessagingSystem.String("nats"), telemetry.MessagingOperation.String("receive"))
-		telemetry.Usage(span, f.Usage)
+		span.SetAttributes(telemetry.JobStatus.String(f.Status), telemetry.HTTPResponseStatus.Int(f.StatusCode),
+			telemetry.ReplyParts.Int(f.Parts), telemetry.MessagingOperation.String("receive"))
 	}
 	span.End()
 }

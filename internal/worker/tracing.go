@@ -30,7 +30,7 @@ func (p *Pool) SetTracer(t *telemetry.Tracer) {
 // stored the job to now, and the span that processes it, both children of the ingress's
 // publish span (its trace context rides in the job's headers). ctx and hard come back
 // carrying the process span. With tracing off they come back as they were, with ctx's span
-// (a no-op one).
+// (a no-op one). The job's ids are on the process span: its children do not repeat them.
 func (p *Pool) traceJob(ctx, hard context.Context, job *jobs.Job, md *jetstream.MsgMetadata) (context.Context, context.Context, trace.Span) {
 	if !p.tracer.On() {
 		return ctx, hard, trace.SpanFromContext(ctx)
@@ -43,8 +43,7 @@ func (p *Pool) traceJob(ctx, hard context.Context, job *jobs.Job, md *jetstream.
 	}
 	_, wait := p.tracer.StartAt(parent, "queue wait", trace.SpanKindInternal, stored)
 	if wait.IsRecording() {
-		wait.SetAttributes(telemetry.JobID.String(job.ID), telemetry.Delivery.Int64(int64(md.NumDelivered)),
-			telemetry.MessagingDestination.String(md.Stream))
+		wait.SetAttributes(telemetry.Delivery.Int64(int64(md.NumDelivered)))
 	}
 	wait.End(trace.WithTimestamp(now))
 	ctx, span := p.tracer.Start(parent, "process job", trace.SpanKindConsumer)
@@ -87,9 +86,7 @@ func (p *Pool) startSettle(ctx context.Context, d *delivery, out outcome) contex
 	if p.outcomes != nil {
 		via = "stream"
 	}
-	d.settle.SetAttributes(telemetry.JobID.String(d.job.ID), telemetry.JobStatus.String(out.status),
-		telemetry.HTTPResponseStatus.Int(out.code), telemetry.ChannelID.String(out.channelID), telemetry.SettleVia.String(via))
-	telemetry.Usage(d.settle, out.usage)
+	d.settle.SetAttributes(telemetry.JobStatus.String(out.status), telemetry.SettleVia.String(via))
 	return ctx
 }
 
@@ -109,8 +106,7 @@ func (p *Pool) startReply(ctx context.Context, d *delivery, f *jobs.Final) trace
 		return d.span
 	}
 	ctx, span := p.tracer.Start(trace.ContextWithSpan(ctx, d.span), "reply", trace.SpanKindProducer)
-	span.SetAttributes(telemetry.JobID.String(f.JobID), telemetry.JobStatus.String(f.Status),
-		telemetry.HTTPResponseStatus.Int(f.StatusCode), telemetry.MessagingSystem.String("nats"),
+	span.SetAttributes(telemetry.JobStatus.String(f.Status), telemetry.HTTPResponseStatus.Int(f.StatusCode),
 		telemetry.MessagingOperation.String("send"))
 	if d.job.Reply != "" {
 		d.rep.SetFinalHeader(telemetry.Inject(ctx, nil))
@@ -128,7 +124,7 @@ func (c *caller) startAttempt(ctx context.Context, job *jobs.Job, rt route.Targe
 	span.SetAttributes(telemetry.GenAIOperationName.String(op),
 		telemetry.GenAIProviderName.String(telemetry.ProviderName(rt.Channel.Provider)),
 		telemetry.GenAIRequestModel.String(rt.UpstreamModel), telemetry.ChannelID.String(rt.Channel.ID),
-		telemetry.Attempt.Int(n), telemetry.JobID.String(job.ID), telemetry.Stream.Bool(job.Stream))
+		telemetry.Attempt.Int(n))
 	return ctx, span
 }
 
