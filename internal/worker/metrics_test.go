@@ -34,7 +34,9 @@ func TestAttemptOutcome_Issue14_3(t *testing.T) {
 	defer cancel()
 	canceled, cancel2 := context.WithCancelCause(live)
 	cancel2(ErrClientGone)
-	prov := func(status int, err error) error { return &providers.Error{Provider: "openai", StatusCode: status, Err: err} }
+	prov := func(status int, err error) error {
+		return &providers.Error{Provider: "openai", StatusCode: status, Err: err}
+	}
 	netErr := func(errno syscall.Errno) error {
 		return prov(0, &net.OpError{Op: "read", Net: "tcp", Err: &os.SyscallError{Syscall: "read", Err: errno}})
 	}
