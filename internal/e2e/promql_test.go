@@ -64,13 +64,13 @@ func metricNames(expr string) (names []string, ok bool) {
 	skipGroup := func(j int, open, close byte) int {
 		d := 0
 		for j < len(s) {
-			switch c := s[j]; {
-			case c == '"' || c == '\'' || c == '`':
+			switch s[j] {
+			case '"', '\'', '`':
 				j = skipString(j)
 				continue
-			case c == open:
+			case open:
 				d++
-			case c == close:
+			case close:
 				d--
 				if d == 0 {
 					return j + 1
