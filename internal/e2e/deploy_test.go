@@ -3,9 +3,13 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -231,5 +235,37 @@ func TestDeployFilesStructure_Issue14_6(t *testing.T) {
 	}
 	for name, e := range readAlerts(t) {
 		check("alert "+name, e)
+	}
+	promtoolCheck(t)
+}
+
+// promtoolCheck, where Prometheus's promtool is installed (the Debian prometheus package),
+// has Prometheus's own parser check the alert rules and every dashboard query (as
+// recording rules, Grafana's $__ variables replaced by a range). CI has no promtool: there
+// the checks above stand alone.
+func promtoolCheck(t *testing.T) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool not installed: PromQL not checked by Prometheus's parser")
+		return
+	}
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	vars := strings.NewReplacer("$__rate_interval", "5m", "$__range", "6h", "${__range}", "6h")
+	for _, es := range readDashboard(t) {
+		for i, e := range es {
+			fmt.Fprintf(&rules, "      - record: dashboard:query:%d\n        expr: %s\n", i, strconv.Quote(vars.Replace(e)))
+		}
+	}
+	file := filepath.Join(t.TempDir(), "dashboard.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{alertsPath, file} {
+		out, err := exec.CommandContext(t.Context(), promtool, "check", "rules", f).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool check rules %s: %v\n%s", f, err, out)
+		}
 	}
 }
