@@ -233,3 +233,84 @@ func TestDashboardMetricsExported_Issue14_7(t *testing.T) {
 	t.Logf("dashboard: %d panels, %d metrics queried by the dashboard and the alerts; ingress exports %d families, worker %d",
 		len(dash), len(queried), len(iTypes), len(wTypes))
 }
+
+// TestUsageMetricsEqualLedger_Issue14_8: with outcomes settled through the outcomes stream
+// (by settlers) and written to Postgres directly (WORKER_SETTLE_VIA=postgres), a worker's
+// tokens and cost by model equal the ledger's after sync, streamed and async jobs on two
+// models, priced and not.
+func TestUsageMetricsEqualLedger_Issue14_8(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"stream", "postgres"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, stackOpts{noWorker: true})
+			s.wcfg.SettleVia = via
+			s.wcfg.UnpricedInput, s.wcfg.UnpricedOutput = 10, 30
+			s.ops, s.stopW = s.startWorker()
+			_, srv := providertest.Start(t, providertest.Config{})
+			s.channel(map[string]any{"provider": "openai", "base_url": srv.URL + "/v1", "models": []string{"priced", "unpriced"}})
+			s.price("priced", 0.5, 1.5)
+			k := s.newKey(nil)
+			async := 0
+			for i := range 8 {
+				model := []string{"priced", "unpriced"}[i%2]
+				body := chatBody(model, fmt.Sprintf("job %d of %s with a few words", i, via))
+				switch i % 4 {
+				case 1:
+					body["stream"] = true
+				case 3:
+					resp, b := s.do(http.MethodPost, "/v1/jobs", k.Key, map[string]any{"endpoint": "/v1/chat/completions", "body": body})
+					if resp.StatusCode != http.StatusAccepted {
+						t.Fatalf("async %d: %d %s", i, resp.StatusCode, b)
+					}
+					async++
+					continue
+				}
+				if resp, b := s.do(http.MethodPost, "/v1/chat/completions", k.Key, body); resp.StatusCode != http.StatusOK {
+					t.Fatalf("job %d: %d %s", i, resp.StatusCode, b)
+				}
+			}
+			ctx := context.Background()
+			eventually(t, 30*time.Second, "all 8 jobs in the ledger", func() bool {
+				var n int
+				return s.db.Pool.QueryRow(ctx, `SELECT count(*) FROM usage_ledger`).Scan(&n) == nil && n == 8
+			})
+			s.settled()
+			rows, err := s.db.Pool.Query(ctx, `SELECT model, sum(prompt_tokens)::float8, sum(completion_tokens)::float8,
+				sum(cost_usd)::float8 FROM usage_ledger GROUP BY model`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			type usage struct{ in, out, cost float64 }
+			ledger := map[string]usage{}
+			for rows.Next() {
+				var m string
+				var u usage
+				if err := rows.Scan(&m, &u.in, &u.out, &u.cost); err != nil {
+					t.Fatal(err)
+				}
+				ledger[m] = u
+			}
+			if err := rows.Err(); err != nil || len(ledger) != 2 {
+				t.Fatalf("ledger by model %v: %v", ledger, err)
+			}
+			// A settler's count follows its commit by a moment: wait for it.
+			eventually(t, 20*time.Second, "the usage metrics to equal the ledger", func() bool {
+				_, w := scrape(t, s.ops)
+				for m, u := range ledger {
+					if w[fmt.Sprintf(`sluice_usage_tokens_total{model=%q,type="input"}`, m)] != u.in ||
+						w[fmt.Sprintf(`sluice_usage_tokens_total{model=%q,type="output"}`, m)] != u.out ||
+						math.Abs(w[fmt.Sprintf(`sluice_usage_cost_usd_total{model=%q}`, m)]-u.cost) > 1e-9 {
+						t.Logf("ledger %s %+v; metrics in %v out %v cost %v", m, u,
+							w[fmt.Sprintf(`sluice_usage_tokens_total{model=%q,type="input"}`, m)],
+							w[fmt.Sprintf(`sluice_usage_tokens_total{model=%q,type="output"}`, m)],
+							w[fmt.Sprintf(`sluice_usage_cost_usd_total{model=%q}`, m)])
+						return false
+					}
+				}
+				return true
+			})
+			t.Logf("via %s: ledger by model %+v (%d async)", via, ledger, async)
+		})
+	}
+}
