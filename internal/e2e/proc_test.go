@@ -120,8 +120,6 @@ func startProcReady(t *testing.T, name, addr, ready string, env map[string]strin
 	}
 }
 
-func readyOK(base string) bool { return getOK(base + "/readyz") }
-
 // getOK reports whether GET url answers 200.
 func getOK(url string) bool {
 	c := &httpClient
