@@ -1,5 +1,5 @@
 // DOM helpers, formatters, the banner and the modal. Text always goes in as text nodes
-// (never innerHTML), so nothing the API returns is parsed as markup.
+// (no HTML string is ever parsed), so nothing the API returns is read as markup.
 
 // h makes an element: h("div", {class: "x", onclick: fn, "data-id": 1}, child, "text", …).
 export function h(tag, props, ...children) {
