@@ -38,7 +38,8 @@ func TestBrowserConsole_Issue14_8(t *testing.T) {
 	b, stop := newBrowser(t, s.base)
 	defer stop()
 	// Another team's history, so the charts have past days; a key to revoke; a channel whose
-	// upstream refuses its key, which the worker will disable with a reason.
+	// upstream refuses its key, which the worker will disable with a reason; one whose
+	// upstream fails, whose circuit will open.
 	history := s.newKey(map[string]any{"name": "analytics-batch", "budget_usd": 50, "budget_period": "daily",
 		"models": []string{"gpt-4o-mini", "claude-sonnet-4-5"}})
 	old := s.newKey(map[string]any{"name": "old-ci"})
@@ -46,6 +47,9 @@ func TestBrowserConsole_Issue14_8(t *testing.T) {
 	_, refusing := statusUpstream(t, http.StatusUnauthorized, "")
 	legacy := s.channel(map[string]any{"name": "openai-legacy", "provider": "openai", "base_url": refusing.URL + "/v1",
 		"api_key": "sk-legacy-upstream-key", "models": []string{"gpt-3.5-legacy"}, "priority": 5})
+	_, failing := statusUpstream(t, http.StatusServiceUnavailable, "")
+	s.channel(map[string]any{"name": "openai-backup", "provider": "openai", "base_url": failing.URL + "/v1",
+		"api_key": "sk-backup-upstream-key", "models": []string{"gpt-4o"}, "priority": 1, "max_concurrency": 8})
 
 	// Sign in.
 	b.do("open the console", chromedp.Navigate(s.base+"/console/"), chromedp.WaitVisible(css("#signin-form")))
@@ -114,9 +118,11 @@ func TestBrowserConsole_Issue14_8(t *testing.T) {
 			t.Fatalf("completion %d: %d %s", i, res.StatusCode, body)
 		}
 	}
-	s.routes(s.base, secret, "gpt-3.5-legacy")
-	if res, body := s.do(http.MethodPost, "/v1/chat/completions", secret, chatBody("gpt-3.5-legacy", "hello")); res.StatusCode == http.StatusOK {
-		t.Fatalf("a completion on the refusing channel: %d %s", res.StatusCode, body)
+	for _, model := range []string{"gpt-3.5-legacy", "gpt-4o"} {
+		s.routes(s.base, secret, model)
+		if res, body := s.do(http.MethodPost, "/v1/chat/completions", secret, chatBody(model, "hello")); res.StatusCode == http.StatusOK {
+			t.Fatalf("a completion of %s on a failing channel: %d %s", model, res.StatusCode, body)
+		}
 	}
 	c := openai.NewClient(option.WithBaseURL(s.base+"/v1"), option.WithAPIKey(secret), option.WithMaxRetries(0))
 	ctx := context.Background()
@@ -156,7 +162,7 @@ func TestBrowserConsole_Issue14_8(t *testing.T) {
 
 	// The jobs browser lists them and the batch; one job opens; filters apply.
 	b.nav("jobs", "#job-filters")
-	b.waitJS("seven jobs", `document.querySelectorAll("#jobs-table tbody tr").length === 7`)
+	b.waitJS("eight jobs", `document.querySelectorAll("#jobs-table tbody tr").length === 8`)
 	b.waitJS("the batch", fmt.Sprintf(`document.querySelector("#batches-table")?.textContent.includes(%q)`, batch.ID))
 	b.screenshot("09-jobs")
 	b.do("open a completion", chromedp.Click(css(`#jobs-table tbody tr:last-child`)), chromedp.WaitVisible(css("#job-detail")))
@@ -173,13 +179,21 @@ func TestBrowserConsole_Issue14_8(t *testing.T) {
 	b.waitJS("the batch's failed jobs: none", `document.querySelector("#jobs-table .empty") !== null`)
 	b.set(`#job-filters [name="batch_id"]`, "")
 	b.do("all failed jobs", chromedp.Click(css(`#job-filters button[type="submit"]`)))
-	b.waitJS("the one failed job", `document.querySelectorAll("#jobs-table tbody tr").length === 1 &&
-		document.querySelector("#jobs-table tbody tr").textContent.includes("gpt-3.5-legacy")`)
+	b.waitJS("the two failed jobs", `document.querySelectorAll("#jobs-table tbody tr").length === 2 &&
+		document.querySelector("#jobs-table tbody").textContent.includes("gpt-3.5-legacy")`)
+	b.do("open a failed job", chromedp.Click(css(`#jobs-table tbody tr:first-child`)), chromedp.WaitVisible(css("#job-detail")))
+	if got := b.text(".modal"); !strings.Contains(got, "openai-backup") || !strings.Contains(got, "Error") {
+		t.Errorf("failed job detail = %q, want its channel and its error", got)
+	}
+	b.screenshot("11-job-failed")
+	b.do("close the failed job", chromedp.Click(css(".modal .close")), chromedp.WaitNotPresent(css(".modal")))
 
-	// The channels' health counts them; the refusing channel was disabled, with the reason.
+	// The channels' health counts them; the refusing channel was disabled, with the reason;
+	// the failing one's circuit is not closed (open, or half-open once its pause is over).
 	b.nav("channels", "#new-channel")
 	b.waitJS("the channels' health", `document.querySelector("#page table")?.textContent.includes("6 jobs") &&
-		document.querySelector("#page table")?.textContent.includes("upstream rejected the channel's API key")`)
+		document.querySelector("#page table")?.textContent.includes("upstream rejected the channel's API key") &&
+		document.querySelector("#page table")?.textContent.includes("3 failures in a row")`)
 	b.screenshot("06-channels")
 	row := fmt.Sprintf(`#page tr[data-id=%q]`, legacy)
 	b.do("enable openai-legacy again", chromedp.Click(css(row+` .actions button:nth-child(2)`)))

@@ -21,19 +21,21 @@ function statusCell(c) {
 function healthCell(hl) {
   if (!hl || hl.jobs === 0) return h("span", { class: "muted" }, "no traffic in the last hour");
   const rate = hl.error_rate || 0;
-  return [h("span", {}, fmt.int(hl.jobs) + " jobs · ", h("strong", { class: rate > 0.2 ? "text-bad" : "" }, fmt.pct(rate) + " failed")),
-    h("span", { class: "cell-sub" }, "last ok " + fmt.ago(hl.last_success_at) +
-      (hl.last_failure_at ? " · last failure " + fmt.ago(hl.last_failure_at) : ""))];
+  const sub = [hl.last_success_at ? "last ok " + fmt.ago(hl.last_success_at) : "no success",
+    hl.last_failure_at ? "last failure " + fmt.ago(hl.last_failure_at) : null].filter(Boolean);
+  return [h("span", {}, fmt.int(hl.jobs) + (hl.jobs === 1 ? " job · " : " jobs · "),
+    h("strong", { class: rate > 0.2 ? "text-bad" : "" }, fmt.pct(rate) + " failed")), h("span", { class: "cell-sub" }, sub.join(" · "))];
 }
 
-function circuitCell(hl) {
+function circuitCell(ch, hl) {
+  if (!ch.enabled) return h("span", { class: "muted" }, "not routed");
   const c = hl ? hl.circuit : { state: "unknown" };
   const [text, kind] = circuitPill[c.state] || [c.state, ""];
   const sub = [];
   if (c.consecutive_failures) sub.push(c.consecutive_failures + " failures in a row");
   if (c.until) sub.push("until " + new Date(c.until * 1000).toLocaleTimeString());
-  if (c.workers && c.workers.length) sub.push("in " + c.workers.map((w) => w.process).join(", "));
-  return [pill(text, kind), sub.length ? h("span", { class: "cell-sub" }, sub.join(" · ")) : null];
+  const where = (c.workers || []).map((w) => w.process + ": " + w.state).join("\n");
+  return [pill(text, kind), sub.length ? h("span", { class: "cell-sub", title: where || null }, sub.join(" · ")) : null];
 }
 
 function limits(c) {
@@ -140,7 +142,7 @@ export async function channelsPage() {
       { label: "Routing", cell: (c) => ["tier " + c.priority + " · weight " + c.weight, h("span", { class: "cell-sub" }, limits(c))] },
       { label: "Status", class: "wrap", cell: statusCell },
       { label: "Last hour", cell: (c) => healthCell(byID[c.id]) },
-      { label: "Circuit", cell: (c) => circuitCell(byID[c.id]) },
+      { label: "Circuit", cell: (c) => circuitCell(c, byID[c.id]) },
       { label: "", cell: (c) => h("div", { class: "actions" },
         h("button", { type: "button", class: "btn btn-sm", onclick: () => channelForm(c, () => reload(), remove) }, "Edit"),
         h("button", { type: "button", class: "btn btn-sm", onclick: () => toggle(c) }, c.enabled ? "Disable" : "Enable")) },

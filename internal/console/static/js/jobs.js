@@ -26,7 +26,7 @@ function pretty(v) {
 }
 
 // openJob shows one job in a dialog.
-async function openJob(id, keyName) {
+async function openJob(id, keyName, channelName) {
   let j;
   try {
     j = await api("GET", "/jobs/" + encodeURIComponent(id));
@@ -43,8 +43,8 @@ async function openJob(id, keyName) {
       row("Model", h("code", {}, j.model)),
       row("Endpoint", h("code", {}, j.endpoint)),
       row("Mode", j.batch_id ? "batch " + j.batch_id + (j.custom_id ? " · " + j.custom_id : "") : "request"),
-      row("Channel", j.channel_id ? h("code", {}, j.channel_id) : "—"),
-      row("Attempts", String(j.attempts)),
+      row("Channel", j.channel_id ? [channelName(j.channel_id), " ", h("code", { class: "muted" }, j.channel_id)] : "—"),
+      row("Deliveries", String(j.attempts)),
       row("Tokens (prompt → completion)", tokensOf(j)),
       row("Cost", fmt.money(j.cost_usd)),
       row("Created", fmt.time(j.created_at)),
@@ -55,13 +55,15 @@ async function openJob(id, keyName) {
     j.response ? h("details", {}, h("summary", {}, "Response (status " + j.response.status_code + ")"),
       h("pre", { class: "json" }, pretty(j.response.body))) : null,
   ];
-  const close = modal("Job " + j.id, body, [h("button", { type: "button", class: "btn", onclick: () => close() }, "Close")], true);
+  const close = modal("Job details", body, [h("button", { type: "button", class: "btn", onclick: () => close() }, "Close")], true);
 }
 
 export async function jobsPage(params) {
-  const keys = await api("GET", "/keys");
+  const [keys, channels] = await Promise.all([api("GET", "/keys"), api("GET", "/channels")]);
   const names = Object.fromEntries(keys.data.map((k) => [k.id, k.name || k.key_hint]));
   const keyName = (id) => names[id] || id;
+  const chNames = Object.fromEntries(channels.data.map((c) => [c.id, c.name]));
+  const channelName = (id) => chNames[id] || "(deleted channel)";
   const f = {
     key: select("key_id", [["", "All keys"], ...keys.data.map((k) => [k.id, (k.name || k.id) + " (" + k.key_hint + ")"])], params.get("key_id")),
     status: select("status", statuses, params.get("status")),
@@ -86,7 +88,7 @@ export async function jobsPage(params) {
   let rows = [];
   let cursor = "";
   const cols = [
-    { label: "Job", cell: (j) => [h("code", {}, j.id), h("span", { class: "cell-sub" }, j.batch_id ? "batch line" : j.endpoint)] },
+    { label: "Job", cell: (j) => [h("code", {}, j.id), h("span", { class: "cell-sub" }, j.batch_id ? "batch line " + (j.custom_id || "") : j.endpoint)] },
     { label: "Created", cell: (j) => [fmt.ago(j.created_at), h("span", { class: "cell-sub" }, fmt.time(j.created_at))] },
     { label: "Key", cell: (j) => keyName(j.key_id) },
     { label: "Model", cell: (j) => h("code", {}, j.model) },
@@ -101,7 +103,7 @@ export async function jobsPage(params) {
     rows = append ? rows.concat(page.data) : page.data;
     cursor = page.last_id || "";
     more.hidden = !page.has_more;
-    clear(jobsBox, table(cols, rows, "No jobs match these filters.", (j) => openJob(j.id, keyName)));
+    clear(jobsBox, table(cols, rows, "No jobs match these filters.", (j) => openJob(j.id, keyName, channelName)));
     count.textContent = rows.length + " job" + (rows.length === 1 ? "" : "s") + (page.has_more ? " shown" : "");
   };
   const loadBatches = async () => {

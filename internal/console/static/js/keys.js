@@ -124,19 +124,19 @@ export async function keysPage() {
     teams = ts.data;
     const teamName = Object.fromEntries(teams.map((t) => [t.id, t.name || t.id]));
     const rows = keys.data.slice().sort((a, b) => b.created_at - a.created_at);
-    clear(body, table([
-      { label: "Name", cell: (k) => [h("strong", {}, k.name || "(unnamed)"), h("span", { class: "cell-sub mono" }, k.id)] },
-      { label: "Key", cell: (k) => h("code", {}, k.key_hint) },
+    const cols = [
+      { label: "Key", cell: (k) => [h("strong", { title: k.id }, k.name || "(unnamed)"), h("span", { class: "cell-sub mono" }, k.key_hint)] },
       { label: "Status", cell: keyStatus },
       { label: "Spend / budget", cell: budgetCell },
       { label: "Limits", cell: limitsCell },
       { label: "Models", class: "wrap", cell: (k) => tags(k.models) },
-      { label: "Team", cell: (k) => (k.team_id ? teamName[k.team_id] || k.team_id : h("span", { class: "muted" }, "—")) },
+      teams.length ? { label: "Team", cell: (k) => (k.team_id ? teamName[k.team_id] || k.team_id : h("span", { class: "muted" }, "—")) } : null,
       { label: "Created", cell: (k) => [fmt.ago(k.created_at), k.expires_at ? h("span", { class: "cell-sub" }, "expires " + dateValue(k.expires_at)) : null] },
-      { label: "", cell: (k) => h("div", { class: "actions" },
-        h("button", { type: "button", class: "btn btn-sm", disabled: !!k.revoked_at, onclick: () => keyForm(k, teams, () => reload()) }, "Edit"),
-        h("button", { type: "button", class: "btn btn-sm btn-danger", disabled: !!k.revoked_at, onclick: () => revoke(k) }, "Revoke")) },
-    ], rows, "No keys yet. Create one to let a client call Sluice."));
+      { label: "", cell: (k) => (k.revoked_at ? h("span", { class: "muted small" }, "revoked " + fmt.ago(k.revoked_at)) : h("div", { class: "actions" },
+        h("button", { type: "button", class: "btn btn-sm", onclick: () => keyForm(k, teams, () => reload()) }, "Edit"),
+        h("button", { type: "button", class: "btn btn-sm btn-danger", onclick: () => revoke(k) }, "Revoke"))) },
+    ].filter(Boolean);
+    clear(body, table(cols, rows, "No keys yet. Create one to let a client call Sluice."));
   };
   const reload = () => load().catch((e) => banner(e.message));
   const create = () => keyForm(null, teams, (k) => { showSecret(k); reload(); });

@@ -87,7 +87,7 @@ export const fmt = {
   // duration: seconds between two Unix times.
   duration(from, to) {
     if (!from || !to) return "—";
-    return fmt.span(Math.max(0, to - from));
+    return to - from < 1 ? "<1s" : fmt.span(to - from);
   },
   pct(v) {
     return (v * 100).toFixed(v > 0 && v < 0.1 ? 1 : 0) + "%";
