@@ -100,7 +100,7 @@ func (s *Server) openListeners(public net.Listener, metrics http.Handler, refuse
 	return out, nil
 }
 
-// opsHandler serves the admin API (if admin) and /metrics (if metrics is not nil) on a
+// opsHandler serves the admin API and the console (if admin) and /metrics (if metrics is not nil) on a
 // listener of their own; every other path is a 404.
 func (s *Server) opsHandler(admin bool, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
@@ -108,6 +108,7 @@ func (s *Server) opsHandler(admin bool, metrics http.Handler) http.Handler {
 		s.adminRoutes(func(pattern string, h http.HandlerFunc) {
 			mux.Handle(pattern, s.instrument(pattern, s.checkInput(pattern, h)))
 		})
+		s.consoleRoutes(mux)
 	}
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)

@@ -143,13 +143,30 @@ func newCircuitCollector(r *route.Router) *circuitCollector {
 		[]string{"channel_id"}, nil)}
 }
 
+// circuitValue is the gauge's value for a route.Circuit state: a cooling channel (a
+// Retry-After, a quota used up) has a closed circuit.
+func circuitValue(state string) float64 {
+	switch state {
+	case route.CircuitHalfOpen:
+		return 1
+	case route.CircuitOpen:
+		return 2
+	default:
+		return 0
+	}
+}
+
 // Describe implements prometheus.Collector.
 func (c *circuitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect implements prometheus.Collector.
 func (c *circuitCollector) Collect(ch chan<- prometheus.Metric) {
-	for id, state := range c.router.Circuits() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(state), id)
+	states := map[string]string{} // Circuits lists only channels that failed or are held back
+	for _, cc := range c.router.Circuits() {
+		states[cc.ChannelID] = cc.State
+	}
+	for _, id := range c.router.ChannelIDs() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, circuitValue(states[id]), id)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
 	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/route"
+	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/store/storetest"
 	"github.com/sluicehq/sluice/pkg/tokens"
@@ -252,4 +254,46 @@ func series(t *testing.T, reg *prometheus.Registry, name string) int {
 		}
 	}
 	return 0
+}
+
+type staticChannels []store.Channel
+
+func (c staticChannels) Channels(context.Context) ([]store.Channel, error) { return c, nil }
+
+// TestCircuitGauge_Issue14_1: sluice_upstream_circuit_state has a series for every routed
+// channel: 0 while closed (a Retry-After cool-down included), 2 once failures in a row
+// opened the circuit, 0 again after a success.
+func TestCircuitGauge_Issue14_1(t *testing.T) {
+	t.Parallel()
+	chs := staticChannels{
+		{ID: "ch_a", Provider: "fake", Models: []string{"m"}, Enabled: true},
+		{ID: "ch_b", Provider: "fake", Models: []string{"m", "n"}, Enabled: true},
+		{ID: "ch_c", Provider: "fake", Models: []string{"n"}, Enabled: true},
+	}
+	r := route.NewRouter(chs, func(string, string, secret.Secret) (providers.Provider, error) { return nil, nil },
+		slog.New(slog.DiscardHandler))
+	if err := r.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCircuitCollector(r))
+	want := func(step string, a, b, c float64) {
+		t.Helper()
+		if n := series(t, reg, "sluice_upstream_circuit_state"); n != 3 {
+			t.Errorf("%s: %d series, want 3", step, n)
+		}
+		for id, w := range map[string]float64{"ch_a": a, "ch_b": b, "ch_c": c} {
+			if got := sample(t, reg, "sluice_upstream_circuit_state", id); got != w {
+				t.Errorf("%s: state of %s = %v, want %v", step, id, got, w)
+			}
+		}
+	}
+	want("at start", 0, 0, 0)
+	r.Failed("ch_c", time.Minute) // a 429's Retry-After: cooling, the circuit closed
+	for range 8 {                 // the eighth opens it for 32 s: still open when read, however slow the box
+		r.Failed("ch_a", 0)
+	}
+	want("after eight failures of a", 2, 0, 0)
+	r.Succeeded("ch_a")
+	want("after a success", 0, 0, 0)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -145,6 +146,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 	}
+	// The operator's console asks every worker for its circuits (GET /admin/v1/channels/health).
+	host, _ := os.Hostname()
+	stopCircuits, err := router.ServeCircuits(nc, host+"@"+ln.Addr().String())
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer stopCircuits()
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
