@@ -186,3 +186,23 @@ func (s *Server) serveAll(ctx context.Context, wg *sync.WaitGroup, ls []*listene
 	}
 	return first
 }
+
+// goroutineBound is the most goroutines an ingress of cfg runs (README, "How it holds its
+// bounds"): per client connection one, plus one background reader while a request is in
+// progress (with INGRESS_H2C, up to 100 requests per connection, each on its own
+// goroutine); 64 for the rest; and two per connection of each ops listener (METRICS_ADDR,
+// ADMIN_ADDR; one if they are the same address).
+func goroutineBound(cfg Config) int {
+	perConn := 2
+	if cfg.H2C {
+		perConn = 102
+	}
+	n := perConn*cmp.Or(cfg.MaxConns, defaultMaxConns) + 64
+	if cfg.AdminAddr != "" {
+		n += 2 * opsMaxConns
+	}
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != cfg.AdminAddr {
+		n += 2 * opsMaxConns
+	}
+	return n
+}

@@ -168,6 +168,7 @@ func (c *caller) call(ctx context.Context, job *jobs.Job, rt route.Target, emit 
 		label = "error"
 	}
 	c.metrics.upstream.WithLabelValues(rt.Channel.Provider, label).Observe(time.Since(began).Seconds())
+	c.metrics.attempts.WithLabelValues(rt.Channel.ID, attemptOutcome(ctx, err)).Inc()
 	return res, err
 }
 

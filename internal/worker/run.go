@@ -107,7 +107,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}
-	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
+	metrics := NewMetrics(reg, MetricsOptions{PerKey: cfg.MetricsPerKey, KnownModelFunc: router.Has})
+	reg.MustRegister(newCircuitCollector(router), goroutineBoundGauge(goroutineBound(cfg)))
+	w := NewPool(pcfg, nc, cons, st, router, log, metrics)
 	// The outcomes stream exists whatever SettleVia says, and this worker's settlers run
 	// either way, so outcomes left by workers of the other setting are still settled.
 	ostream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)
@@ -136,7 +138,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	runner := batchrun.NewRunner(batchrun.Config{MaxLine: int(nc.MaxPayload()) - 16<<10}, bst, files.New(pool),
 		st.KeyByID, router, jobs.NewPublisher(nc, js, 10*time.Second), log)
 	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
-		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
+		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate, AttemptFunc: metrics.webhookAttempt}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {
