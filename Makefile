@@ -4,7 +4,7 @@ GO ?= go
 PKGS := ./...
 GOLANGCI_VERSION := v2.15.0
 
-.PHONY: help run test test-race test-short test-cluster helm-check fuzz vet lint bench bench-scale soak build db-reset up down clean
+.PHONY: help run test test-race test-short test-cluster test-browser helm-check fuzz vet lint bench bench-scale soak build db-reset up down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test-short: ## every test without the race detector (faster)
 
 test-cluster: ## the cluster tests alone: a 3-node JetStream cluster, R3 streams, a stream leader and a worker killed under load (~1 min; make test runs them too)
 	@TEST_DATABASE_URL="$$(scripts/ensure-postgres.sh sluice_test)" $(GO) test -race -count=1 -run '^TestCluster' -timeout 10m -v ./internal/e2e/
+
+test-browser: ## the web console in headless Chromium (installed if missing) against a real stack; screenshots in .dev/screenshots/ (~1 min)
+	@GO="$(GO)" scripts/test-browser.sh
 
 helm-check: ## lint and render deploy/helm/sluice (default and production values) with the Helm Go module; strictly decode every object into k8s.io/api types
 	@cd deploy/helm/check && $(GO) vet ./... && $(GO) test -count=1 ./... && $(GO) run . ../sluice

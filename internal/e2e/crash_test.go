@@ -342,8 +342,10 @@ func TestNATSRestart(t *testing.T) {
 		switch r.code {
 		case http.StatusServiceUnavailable:
 			typ, _, _ := apiErrType(r.body)
-			if typ != "overloaded_error" || r.hdr.Get("Retry-After") == "" || r.took > 6*time.Second {
-				t.Errorf("%s request: 503 after %s, Retry-After %q, %s; want overloaded_error with Retry-After within 6s",
+			// A publish that began as NATS went away is retried for the ingress's publish
+			// budget (10 s, which covers a cluster's leader election) before its 503.
+			if typ != "overloaded_error" || r.hdr.Get("Retry-After") == "" || r.took > 16*time.Second {
+				t.Errorf("%s request: 503 after %s, Retry-After %q, %s; want overloaded_error with Retry-After within the 10 s publish budget (+6 s)",
 					r.kind, r.took, r.hdr.Get("Retry-After"), r.body)
 			}
 			if id := r.hdr.Get("Sluice-Job-Id"); id != "" && r.kind == "async" {

@@ -27,8 +27,10 @@ func binary(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
+		// nats-server is the version go.mod pins (the one embedded elsewhere), for the
+		// clusters of real processes that natsProcs runs.
 		out, err := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "../../cmd/worker",
-			"../../cmd/ingress", "../../cmd/fakeupstream").CombinedOutput()
+			"../../cmd/ingress", "../../cmd/fakeupstream", "github.com/nats-io/nats-server/v2").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
@@ -78,6 +80,12 @@ func freeAddr(t *testing.T) string {
 // startProc runs a binary with env (plus PATH) and waits until GET /readyz on addr answers 200.
 func startProc(t *testing.T, name, addr string, env map[string]string, args ...string) *proc {
 	t.Helper()
+	return startProcReady(t, name, addr, "http://"+addr+"/readyz", env, args...)
+}
+
+// startProcReady runs a binary with env (plus PATH) and waits until GET ready answers 200.
+func startProcReady(t *testing.T, name, addr, ready string, env map[string]string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary(t, name), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
@@ -102,7 +110,7 @@ func startProc(t *testing.T, name, addr string, env map[string]string, args ...s
 			t.Fatalf("%s exited at start:\n%s", name, p.out.String())
 		default:
 		}
-		if readyOK("http://" + addr) {
+		if getOK(ready) {
 			return p
 		}
 		if time.Now().After(deadline) {
@@ -112,9 +120,10 @@ func startProc(t *testing.T, name, addr string, env map[string]string, args ...s
 	}
 }
 
-func readyOK(base string) bool {
+// getOK reports whether GET url answers 200.
+func getOK(url string) bool {
 	c := &httpClient
-	resp, err := c.Get(base + "/readyz")
+	resp, err := c.Get(url)
 	if err != nil {
 		return false
 	}

@@ -18,7 +18,8 @@ import (
 )
 
 // TestDuplicateDeliveryChargedOnce delivers one job twice (two stream messages carrying the
-// same job, as a redelivery would) and checks it is charged once and its caller answered.
+// same job, as a redelivery would) and checks it is charged once, in the ledger and in the
+// usage metrics, and its caller answered.
 func TestDuplicateDeliveryChargedOnce(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOpts{})
@@ -82,6 +83,11 @@ func TestDuplicateDeliveryChargedOnce(t *testing.T) {
 	}
 	if want := (float64(pt)*3 + float64(ct)*5) / 1e6; rows != 1 || !near(spent, want) {
 		t.Errorf("ledger rows %d spent %v, want 1 row and %v", rows, spent, want)
+	}
+	// The usage metrics count the job once too (issue 14), though both deliveries ran it.
+	if in, out := metric(t, s.ops, `sluice_usage_tokens_total{model="m",type="input"}`),
+		metric(t, s.ops, `sluice_usage_tokens_total{model="m",type="output"}`); in != float64(pt) || out != float64(ct) {
+		t.Errorf("sluice_usage_tokens_total input %v output %v, want %d and %d (once)", in, out, pt, ct)
 	}
 	t.Logf("upstream calls for two deliveries: %d", up.Stats().Succeeded)
 }

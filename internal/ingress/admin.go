@@ -27,6 +27,7 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("DELETE /admin/v1/keys/{id}", a(s.revokeKey))
 	route("POST /admin/v1/channels", a(s.createChannel))
 	route("GET /admin/v1/channels", a(s.listChannels))
+	route("GET /admin/v1/channels/health", a(s.channelsHealth))
 	route("GET /admin/v1/channels/{id}", a(s.getChannel))
 	route("PATCH /admin/v1/channels/{id}", a(s.patchChannel))
 	route("DELETE /admin/v1/channels/{id}", a(s.deleteChannel))
@@ -41,6 +42,8 @@ func (s *Server) adminRoutes(route func(string, http.HandlerFunc)) {
 	route("GET /admin/v1/batches", a(s.adminListBatches))
 	route("GET /admin/v1/batches/{id}", a(s.adminGetBatch))
 	route("POST /admin/v1/batches/{id}/cancel", a(s.adminCancelBatch))
+	route("GET /admin/v1/jobs", a(s.adminListJobs))
+	route("GET /admin/v1/jobs/{id}", a(s.adminGetJob))
 }
 
 // Times are accepted in years 1 to 9999: what RFC 3339 can write, and inside what

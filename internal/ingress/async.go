@@ -391,7 +391,13 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !row.Terminal() {
-		_ = jobs.CancelJob(s.nc, id, jobs.CancelUser) // the worker aborts the upstream call and records it
+		// A job whose outcome waits in the outcomes stream for a settler has ended: answer
+		// it as GET does, not as cancelling.
+		if ended, err := s.job(r.Context(), key.ID, id); err == nil && ended.Terminal() {
+			row = ended
+		} else {
+			_ = jobs.CancelJob(s.nc, id, jobs.CancelUser) // the worker aborts the upstream call and records it
+		}
 	}
 	w.Header().Set("Sluice-Job-Id", row.ID)
 	writeJSON(w, http.StatusOK, jobObject(&row))

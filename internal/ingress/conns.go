@@ -42,10 +42,11 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		if l.take(k) {
 			return &perIPConn{Conn: c, release: func() { l.give(k) }}, nil
 		}
-		_ = c.Close()
+		// Counted before the close, so whoever sees the close can already read the count.
 		if l.refused != nil {
 			l.refused()
 		}
+		_ = c.Close()
 	}
 }
 

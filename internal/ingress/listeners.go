@@ -100,7 +100,7 @@ func (s *Server) openListeners(public net.Listener, metrics http.Handler, refuse
 	return out, nil
 }
 
-// opsHandler serves the admin API (if admin) and /metrics (if metrics is not nil) on a
+// opsHandler serves the admin API and the console (if admin) and /metrics (if metrics is not nil) on a
 // listener of their own; every other path is a 404.
 func (s *Server) opsHandler(admin bool, metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
@@ -108,6 +108,7 @@ func (s *Server) opsHandler(admin bool, metrics http.Handler) http.Handler {
 		s.adminRoutes(func(pattern string, h http.HandlerFunc) {
 			mux.Handle(pattern, s.instrument(pattern, s.checkInput(pattern, h)))
 		})
+		s.consoleRoutes(mux)
 	}
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -184,4 +185,24 @@ func (s *Server) serveAll(ctx context.Context, wg *sync.WaitGroup, ls []*listene
 		}
 	}
 	return first
+}
+
+// goroutineBound is the most goroutines an ingress of cfg runs (README, "How it holds its
+// bounds"): per client connection one, plus one background reader while a request is in
+// progress (with INGRESS_H2C, up to 100 requests per connection, each on its own
+// goroutine); 64 for the rest; and two per connection of each ops listener (METRICS_ADDR,
+// ADMIN_ADDR; one if they are the same address).
+func goroutineBound(cfg Config) int {
+	perConn := 2
+	if cfg.H2C {
+		perConn = 102
+	}
+	n := perConn*cmp.Or(cfg.MaxConns, defaultMaxConns) + 64
+	if cfg.AdminAddr != "" {
+		n += 2 * opsMaxConns
+	}
+	if cfg.MetricsAddr != "" && cfg.MetricsAddr != cfg.AdminAddr {
+		n += 2 * opsMaxConns
+	}
+	return n
 }

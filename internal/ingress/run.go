@@ -159,7 +159,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		Help: "Client connections closed at accept because their address had INGRESS_MAX_CONNS_PER_IP open."})
 	reads := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_ingress_job_reads",
 		Help: "Job reads (GET /v1/jobs[/{id}]) in progress now."}, func() float64 { return float64(len(s.readSlots())) })
-	reg.MustRegister(refused, reads)
+	bound := prometheus.NewGauge(prometheus.GaugeOpts{Name: "sluice_goroutines_bound",
+		Help: "The most goroutines this process is built to run with its settings (README, How it holds its bounds); compare go_goroutines."})
+	bound.Set(float64(goroutineBound(cfg)))
+	reg.MustRegister(refused, reads, bound)
 	listeners, err := s.openListeners(opts.Listener, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), refused.Inc)
 	if err != nil {
 		return err

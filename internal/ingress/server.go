@@ -96,7 +96,8 @@ func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
 	return m
 }
 
-// Handler returns the HTTP API of the public listener: /admin too, unless ADMIN_ADDR moves it.
+// Handler returns the HTTP API of the public listener: /admin and /console/ too, unless
+// ADMIN_ADDR moves them.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
@@ -131,6 +132,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /readyz", s.readyz)
 	if s.cfg.AdminAddr == "" { // else on a listener of its own (openListeners)
 		s.adminRoutes(route)
+		s.consoleRoutes(mux)
 	}
 	mux.Handle("/", s.instrument("other", s.notFound))
 	return s.guardWrites(s.withRequestID(s.recoverPanics(mux)))

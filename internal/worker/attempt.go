@@ -59,7 +59,7 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 		}
 		if !ok {
 			if last != nil {
-				return upstreamFailure(last, attempt-1)
+				return upstreamFailure(last, attempt-1).on(lastChannel)
 			}
 			e := jobs.Overloaded("no_channel", fmt.Sprintf("No upstream channel is available for model %q.", job.Model))
 			e.RetryAfter = 5
@@ -73,7 +73,7 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 		if wait > 0 {
 			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 				if last != nil {
-					return upstreamFailure(last, attempt-1) // the next try could not finish in time
+					return upstreamFailure(last, attempt-1).on(lastChannel) // the next try could not finish in time
 				}
 				e := jobs.Overloaded("channels_cooling", fmt.Sprintf("Every upstream channel for model %q is cooling down.", job.Model))
 				e.RetryAfter = int(wait.Round(time.Second).Seconds()) + 1
@@ -137,12 +137,12 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 			// the upstream cannot read) is about this request and fails this job alone.
 			c.disable(ctx, log, rt.Channel.ID, perr)
 		case !perr.Retryable():
-			return passThrough(perr)
+			return passThrough(perr).on(rt.Channel.ID)
 		default:
 			c.router.Failed(rt.Channel.ID, perr.RetryAfter)
 		}
 		if attempt >= c.cfg.MaxAttempts {
-			return upstreamFailure(perr, attempt)
+			return upstreamFailure(perr, attempt).on(rt.Channel.ID)
 		}
 	}
 }
@@ -172,6 +172,7 @@ func (c *caller) call(ctx context.Context, job *jobs.Job, rt route.Target, emit 
 		label = "error"
 	}
 	c.metrics.upstream.WithLabelValues(rt.Channel.Provider, label).Observe(time.Since(began).Seconds())
+	c.metrics.attempts.WithLabelValues(rt.Channel.ID, attemptOutcome(ctx, err)).Inc()
 	return res, err
 }
 

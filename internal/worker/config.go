@@ -49,6 +49,8 @@ type Config struct {
 	// high, so that an unpriced model is never free under a budget by omission.
 	UnpricedInput  float64 `env:"PRICE_UNPRICED_INPUT_PER_MTOK" envDefault:"10"`
 	UnpricedOutput float64 `env:"PRICE_UNPRICED_OUTPUT_PER_MTOK" envDefault:"30"`
+	// MetricsPerKey adds usage counters labelled by API key id: one series per key.
+	MetricsPerKey bool `env:"METRICS_PER_KEY" envDefault:"false"`
 }
 
 // Queue is the job stream and consumer configuration: the common part plus what only the

@@ -41,6 +41,13 @@ func (o outcome) withUsage(usage *tokens.Usage, channelID string) outcome {
 	return o
 }
 
+// on notes the channel that o's last attempt was made on (GET /admin/v1/channels/health
+// counts a failed job against it).
+func (o outcome) on(channelID string) outcome {
+	o.channelID = channelID
+	return o
+}
+
 // ended says how a job whose context ended came out: timeout, cancel or shutdown. A cancel
 // (through the API, by a caller who left, or by the ingress ending the answer itself) is
 // charged what the upstream had produced: its reported usage, or, once it had started

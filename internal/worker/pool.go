@@ -130,7 +130,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 	log *slog.Logger, metrics *Metrics,
 ) *Pool {
 	if metrics == nil {
-		metrics = NewMetrics(nil)
+		metrics = NewMetrics(nil, MetricsOptions{})
 	}
 	cfg = cfg.withDefaults()
 	log = log.With("component", "worker")
@@ -172,7 +172,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		bg.Go(func() { p.start.Run(bgCtx) })
 	}
 	for range p.settlers {
-		st := &settler{cons: p.settleCons, finish: p.rec.FinishJobs, nc: p.nc, keys: p.keys, log: p.log,
+		st := &settler{cons: p.settleCons, finish: p.rec.FinishJobs, nc: p.nc, keys: p.keys, usage: p.metrics.usage, log: p.log,
 			max: settleMax, budget: settleBudget, wait: p.cfg.FetchWait,
 			ackWait: p.cfg.Queue.AckWait}
 		bg.Go(func() { st.run(bgCtx) })

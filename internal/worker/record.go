@@ -67,6 +67,9 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 			return
 		}
 	}
+	if applied {
+		p.metrics.usage.settled(&o, cost)
+	}
 	p.keys.charged(job.KeyID, cost)
 	p.metrics.jobs.WithLabelValues(out.status).Inc()
 	d.log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code, "cost_usd", cost)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -122,7 +123,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}
-	w := NewPool(pcfg, nc, cons, st, router, log, NewMetrics(reg))
+	metrics := NewMetrics(reg, MetricsOptions{PerKey: cfg.MetricsPerKey, KnownModelFunc: router.Has})
+	reg.MustRegister(newCircuitCollector(router), goroutineBoundGauge(goroutineBound(cfg)))
+	w := NewPool(pcfg, nc, cons, st, router, log, metrics)
 	w.SetTracer(telemetry.NewTracer(tp))
 	// The outcomes stream exists whatever SettleVia says, and this worker's settlers run
 	// either way, so outcomes left by workers of the other setting are still settled.
@@ -152,7 +155,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	runner := batchrun.NewRunner(batchrun.Config{MaxLine: int(nc.MaxPayload()) - 16<<10}, bst, files.New(pool),
 		st.KeyByID, router, jobs.NewPublisher(nc, js, 10*time.Second), log)
 	disp := webhook.NewDispatcher(webhook.DispatcherConfig{Concurrency: cfg.WebhookConcurrency, PerKey: cfg.WebhookKeyConcurrency,
-		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate}, st, nc, log)
+		RetryBase: cfg.WebhookRetryBase, AllowPrivate: cfg.WebhookAllowPrivate, AttemptFunc: metrics.webhookAttempt}, st, nc, log)
 
 	ln := opts.Listener
 	if ln == nil {
@@ -160,6 +163,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 		}
 	}
+	// The operator's console asks every worker for its circuits (GET /admin/v1/channels/health).
+	host, _ := os.Hostname()
+	stopCircuits, err := router.ServeCircuits(nc, host+"@"+ln.Addr().String())
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer stopCircuits()
 	ops := http.NewServeMux()
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,7 @@ type settler struct {
 	finish  func(ctx context.Context, os []store.Outcome) ([]store.Finished, error)
 	nc      *nats.Conn
 	keys    *keyCheck
+	usage   *usageMetrics // nil: not counted
 	log     *slog.Logger
 	max     int           // outcomes per write
 	budget  int           // bytes of outcomes per write (at least one outcome, whatever its size)
@@ -105,6 +106,7 @@ func (s *settler) settle(ctx context.Context, msgs []jetstream.Msg) {
 			continue // settled before (a redelivery), or the job was ended another way first
 		}
 		o := &outs[i]
+		s.usage.settled(o, f.CostUSD)
 		job := o.Job
 		if job != nil {
 			s.keys.charged(job.KeyID, f.CostUSD)

@@ -283,8 +283,8 @@ func (r *Router) Failed(channelID string, retryAfter time.Duration) {
 	now := r.now()
 	r.fails[channelID]++
 	pause := retryAfter
-	if n := r.fails[channelID]; n >= 3 {
-		pause = max(pause, min(time.Second<<(n-3), 60*time.Second))
+	if n := r.fails[channelID]; n >= openAfter {
+		pause = max(pause, min(time.Second<<(n-openAfter), 60*time.Second))
 	}
 	if until := now.Add(pause); pause > 0 && until.After(r.cool[channelID]) {
 		r.cool[channelID] = until

@@ -57,7 +57,20 @@ type DispatcherConfig struct {
 	// AllowPrivate lets deliveries reach loopback, private and link-local addresses
 	// (WEBHOOK_ALLOW_PRIVATE). Otherwise the dialled address is checked on every connection.
 	AllowPrivate bool
+	// AttemptFunc, if set, is called after each attempt with how it came out: one of
+	// Outcomes (metrics). It must not block.
+	AttemptFunc func(outcome string)
 }
+
+// The outcomes of a delivery attempt, as AttemptFunc reports them.
+const (
+	OutcomeDelivered = "delivered" // the receiver answered 2xx
+	OutcomeRetrying  = "retrying"  // it failed; another attempt is scheduled
+	OutcomeAbandoned = "abandoned" // it failed and no attempt will follow (the URL is unusable, or GiveUpAfter passed)
+)
+
+// Outcomes lists every outcome AttemptFunc may report.
+var Outcomes = []string{OutcomeDelivered, OutcomeRetrying, OutcomeAbandoned}
 
 // recordTimeout bounds writing an attempt's result to Postgres.
 const recordTimeout = 5 * time.Second
@@ -71,6 +84,9 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 	c.GiveUpAfter = cmp.Or(c.GiveUpAfter, 24*time.Hour)
 	c.AttemptTimeout = cmp.Or(c.AttemptTimeout, 10*time.Second)
 	c.Lease = max(cmp.Or(c.Lease, time.Minute), c.AttemptTimeout+recordTimeout+5*time.Second)
+	if c.AttemptFunc == nil {
+		c.AttemptFunc = func(string) {}
+	}
 	return c
 }
 
@@ -227,6 +243,7 @@ func (d *Dispatcher) deliver(ctx context.Context, del store.Delivery) {
 	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
 	if err == nil && status/100 == 2 {
+		d.cfg.AttemptFunc(OutcomeDelivered)
 		if err := d.st.MarkDelivered(rctx, del.Job.ID, status); err != nil {
 			// The lease runs out and the receiver gets the job again: at least once.
 			log.WarnContext(ctx, "record webhook delivery", "err", err)
@@ -241,6 +258,7 @@ func (d *Dispatcher) deliver(ctx context.Context, del store.Delivery) {
 	}
 	giveUpAt := del.CreatedAt.Add(d.cfg.GiveUpAfter)
 	if errors.Is(err, errBadURL) || !time.Now().Before(giveUpAt) {
+		d.cfg.AttemptFunc(OutcomeAbandoned)
 		if err := d.st.GiveUp(rctx, del.Job.ID, del.Attempt, status, errText); err != nil {
 			log.WarnContext(ctx, "record webhook give-up", "err", err)
 			return
@@ -249,6 +267,7 @@ func (d *Dispatcher) deliver(ctx context.Context, del store.Delivery) {
 			"since", time.Since(del.CreatedAt).Round(time.Second))
 		return
 	}
+	d.cfg.AttemptFunc(OutcomeRetrying)
 	next := time.Now().Add(d.backoff(del.Attempt))
 	if next.After(giveUpAt) {
 		next = giveUpAt // one last try at the give-up time

@@ -440,3 +440,30 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestDispatcherReportsAttempts_Issue14_2: AttemptFunc hears of every attempt, by outcome:
+// two failures retried then a delivery, and a failure past GiveUpAfter abandoned.
+func TestDispatcherReportsAttempts_Issue14_2(t *testing.T) {
+	t.Parallel()
+	srv, _ := receiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/dead" || n < 3 {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	})
+	st := newFakeDeliveries()
+	st.add(succeededDelivery("job_retried", srv.URL+"/live", time.Now()))
+	st.add(succeededDelivery("job_abandoned", srv.URL+"/dead", time.Now().Add(-25*time.Hour)))
+	var mu sync.Mutex
+	got := map[string]int{}
+	startDispatcher(t, DispatcherConfig{AllowPrivate: true, RetryBase: 20 * time.Millisecond, PollInterval: 10 * time.Millisecond,
+		AttemptFunc: func(o string) { mu.Lock(); got[o]++; mu.Unlock() }}, st, nil)
+	st.waitFor(t, "both deliveries ended", func() bool { return st.delivered["job_retried"] != 0 && len(st.gaveUp) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	// /dead answers 502 on the receiver's first or second request too, so the live
+	// delivery's failures number 1 or 2 (requests are counted across both paths).
+	if got[OutcomeDelivered] != 1 || got[OutcomeAbandoned] != 1 || got[OutcomeRetrying] != len(st.failed) ||
+		got[OutcomeRetrying] < 1 || len(got) != 3 {
+		t.Errorf("attempts reported %v, want delivered 1, abandoned 1, retrying %d", got, len(st.failed))
+	}
+}
