@@ -75,6 +75,7 @@ type config struct {
 	scaleIngresses   []int // -ingresses
 	scaleConc        []int // -scale-concurrency
 	natsCluster      int   // -nats-cluster: servers; 1 is cmd/devnats alone
+	otlpSink         bool  // -otlp-sink: tracing on, exported to an in-process receiver
 }
 
 // allSections: the first five run by default.
@@ -114,6 +115,8 @@ func parseConfig(args []string, out io.Writer) (*config, error) {
 	scaleConc := fs.String("scale-concurrency", "64", "scale section: client concurrency levels of every shape (c=1 is added on 1×1)")
 	fs.IntVar(&c.natsCluster, "nats-cluster", 1, "NATS servers: 1 runs cmd/devnats; 3 or 5 run a JetStream cluster of nats-server "+
 		"processes (built from the module) with QUEUE_REPLICAS set to match")
+	fs.BoolVar(&c.otlpSink, "otlp-sink", false, "tracing on: start an in-process OTLP/HTTP trace receiver and export every "+
+		"trace of the ingress and worker to it (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER=always_on)")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Minute, "give up on the whole run after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -243,6 +246,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			return err
 		}
 	}
+	var stopSink func() int64
+	if cfg.otlpSink {
+		stopSink = startOTLPSink(cfg)
+		defer stopSink() // again after the count below: a no-op
+	}
 	rep := &report{Config: reportConfig{Duration: cfg.duration.String(), Warmup: cfg.warmup.String(),
 		WorkerConcurrency: cfg.workerConc, NATSServers: cfg.natsCluster, H2C: cfg.h2c, ExtraEnv: cfg.extraEnv, StreamChunks: cfg.streamChunks, Started: time.Now().UTC().Format(time.RFC3339)}}
 	rep.Machine = machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), MemTotal: memTotal(), Kernel: kernel(),
@@ -342,6 +350,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("run cut short: %w", err)
+	}
+	if stopSink != nil {
+		if err := s.stopSluice(); err != nil { // their shutdown flushes the last spans
+			logf("stop: %v", err)
+		}
+		n := stopSink()
+		rep.Config.OTLPSpans = &n
 	}
 	rep.Machine.LoadAfter = loadavg()
 	if busy, steal, total, err := systemCPU(); err == nil && total > wholeTotal {

@@ -41,6 +41,7 @@ type reportConfig struct {
 	ExtraEnv          map[string]string `json:"extra_env,omitempty"`
 	StreamChunks      int               `json:"stream_chunks"`
 	Started           string            `json:"started"`
+	OTLPSpans         *int64            `json:"otlp_spans,omitempty"` // -otlp-sink: spans it received; nil: tracing off
 }
 
 // target is one goal and whether this run met it.
@@ -178,6 +179,7 @@ func (r *report) markdown(w io.Writer) {
 		{"settings", fmt.Sprintf("%s per point after %s warm-up; WORKER_CONCURRENCY=%d; LOG_LEVEL=warn; SHUTDOWN_GRACE=5s; "+
 			"%sother settings default; %s", r.Config.Duration, r.Config.Warmup, r.Config.WorkerConcurrency,
 			envNote(r.Config.ExtraEnv), protocolNote(r.Config.H2C))},
+		{"tracing", tracingNote(r.Config)},
 	})
 	if r.OtherMax > 0.25 {
 		fmt.Fprintf(w, "**Other work was running on the machine** (up to %.2f of %d cores during a measured window): "+

@@ -194,16 +194,18 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		err     error
 		pubErr  error
 	)
+	pctx, pspan := s.startPublish(r.Context(), w, job)
 	if idem != "" {
-		row, created, err = s.store.CreateQueuedJob(r.Context(), nj, idem)
+		row, created, err = s.store.CreateQueuedJob(pctx, nj, idem)
 		if err == nil && created {
-			_, pubErr = s.pub.Publish(r.Context(), job)
+			_, pubErr = s.pub.Publish(pctx, job)
 		}
 	} else {
-		res := s.queue.create(r.Context(), nj, job)
+		res := s.queue.create(pctx, nj, job)
 		err, pubErr = res.dbErr, res.pubErr
 		row = store.QueuedJob(&nj)
 	}
+	endSpan(pspan, cmp.Or(err, pubErr))
 	if err != nil {
 		if !errors.Is(err, store.ErrPermanent) {
 			err = errDBUnavailable()
@@ -227,11 +229,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		b, _ := json.Marshal(e)
 		if _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
 			StatusCode: e.Status, Error: b}); ferr != nil {
-			s.log.WarnContext(r.Context(), "mark unpublished job failed", "job_id", job.ID, "err", ferr)
+			s.jobLog(r.Context(), job.RequestID(), job.ID).WarnContext(r.Context(), "mark unpublished job failed", "err", ferr)
 		}
 		if idem != "" {
 			if ferr := s.store.ForgetIdempotencyKey(ctx, key.ID, idem, job.ID); ferr != nil {
-				s.log.WarnContext(r.Context(), "free idempotency key", "job_id", job.ID, "err", ferr)
+				s.jobLog(r.Context(), job.RequestID(), job.ID).WarnContext(r.Context(), "free idempotency key", "err", ferr)
 			}
 		}
 		s.writeError(w, r, e)

@@ -168,7 +168,7 @@ func (a *answer) storeCache(f *jobs.Final, body []byte) {
 		fill.e.Body = body
 	}
 	if err := a.s.cache.put(a.r.Context(), fill.name, &fill.e, fill.ttl, a.s.now()); err != nil {
-		a.s.log.DebugContext(a.r.Context(), "cache put", "job_id", a.job.ID, "err", err)
+		a.s.jobLog(a.r.Context(), a.job.RequestID(), a.job.ID).DebugContext(a.r.Context(), "cache put", "err", err)
 	}
 }
 
@@ -214,6 +214,6 @@ func (s *Server) serveHit(w http.ResponseWriter, r *http.Request, key *store.Key
 		_, err = s.store.FinishJob(ctx, o)
 	}
 	if err != nil {
-		s.log.WarnContext(ctx, "record cache hit", "job_id", job.ID, "err", err)
+		s.jobLog(ctx, w.Header().Get("X-Request-Id"), job.ID).WarnContext(ctx, "record cache hit", "err", err)
 	}
 }

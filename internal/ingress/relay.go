@@ -126,7 +126,10 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	replies, lost := waiter.C(), waiter.Lost()
 	job.Reply = waiter.Subject
 	w.Header().Set("Sluice-Job-Id", job.ID)
-	if _, err := s.pub.Publish(r.Context(), job); err != nil {
+	pctx, pspan := s.startPublish(r.Context(), w, job)
+	_, err := s.pub.Publish(pctx, job)
+	endSpan(pspan, err)
+	if err != nil {
 		if errors.Is(err, jobs.ErrUnavailable) {
 			// A try may have been stored with its ack lost: the caller is told 503, so
 			// that job must not run (workers drop a queued job cancelled this way).
@@ -174,6 +177,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 			if err != nil {
 				continue
 			}
+			s.traceReply(r.Context(), m, &rep)
 			if a.handle(rep) {
 				return
 			}
@@ -199,7 +203,7 @@ func (s *Server) clientGone(r *http.Request, job *jobs.Job) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()
 	if err := s.store.AbandonJob(ctx, job.Row(0)); err != nil { // a sync call's prompt is not kept
-		s.log.WarnContext(ctx, "record abandoned job", "job_id", job.ID, "err", err)
+		s.jobLog(ctx, job.RequestID(), job.ID).WarnContext(ctx, "record abandoned job", "err", err)
 	}
 }
 

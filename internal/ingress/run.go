@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/internal/cli"
 	"github.com/sluicehq/sluice/pkg/batches"
@@ -21,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // Options are what tests may add to Run.
@@ -32,6 +34,8 @@ type Options struct {
 	// Now, if set, is the clock rate windows and budget periods are read by (tests move it
 	// forward instead of waiting a day).
 	Now func() time.Time
+	// TracerProvider, if set, replaces the one the OTEL_* environment makes (telemetry.Setup).
+	TracerProvider trace.TracerProvider
 }
 
 // Run serves the ingress until ctx is done, then shuts down gracefully: it stops accepting,
@@ -47,6 +51,18 @@ const h2cStreams = 100
 
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
 	log = log.With("component", "ingress")
+	tp, shutdownTracing, err := telemetry.Setup(ctx, "sluice-ingress", log)
+	if err != nil {
+		return err
+	}
+	defer func() { // last: spans of the requests drained at shutdown are flushed too
+		if err := shutdownTracing(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	}()
+	if opts.TracerProvider != nil {
+		tp = opts.TracerProvider
+	}
 	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal(), cfg.EncryptionKeysOld.Reveal()...)
 	if err != nil {
 		return fmt.Errorf("SLUICE_ENCRYPTION_KEY / SLUICE_ENCRYPTION_KEYS_OLD: %w", err)
@@ -135,7 +151,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	s := &Server{cfg: cfg, store: st, nc: nc, pub: pub, outcomes: outcomes, mux: mux, router: router,
 		log: log, waiting: make(chan struct{}, cfg.MaxWaiting), keys: &keyCache{ttl: cfg.KeyCacheTTL, m: map[string]cachedKey{}},
 		maxBody: maxBody, done: done, queue: newQueuer(st, pub), clock: opts.Now, cache: cache,
-		files: files.New(pool), batches: batches.New(pool), uploads: make(chan struct{}, max(1, cfg.DBMaxConns/4))}
+		files: files.New(pool), batches: batches.New(pool), uploads: make(chan struct{}, max(1, cfg.DBMaxConns/4)),
+		tracer: telemetry.NewTracer(tp)}
 	s.metrics = newMetrics(reg, func() float64 { return float64(len(s.waiting)) })
 
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_ingress_connections_refused_total",

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // Server holds the HTTP API's dependencies.
@@ -60,6 +61,8 @@ type Server struct {
 	cache *respCache
 	// clock, if set, replaces time.Now for rate windows and budget periods (tests).
 	clock func() time.Time
+	// tracer starts the request's spans; nil: tracing is off (tracing.go).
+	tracer *telemetry.Tracer
 }
 
 // now is the time by s's clock.
@@ -98,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, waiting func() float64) *metrics {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
-		mux.Handle(pattern, s.instrument(pattern, s.checkInput(pattern, h)))
+		mux.Handle(pattern, s.traced(pattern, s.instrument(pattern, s.checkInput(pattern, h))))
 	}
 	route("POST /v1/chat/completions", s.relay(jobs.EndpointChat))
 	route("POST /v1/completions", s.relay(jobs.EndpointCompletions))

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/slots"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // channelDisabler is what the retry policy needs from Postgres.
@@ -31,6 +32,7 @@ type caller struct {
 	limits  channelLimiter // nil: channels' quotas are not paced (tests without Postgres)
 	nc      *nats.Conn
 	metrics *Metrics
+	tracer  *telemetry.Tracer // nil: tracing off
 }
 
 // run calls upstream with retries and failover until success, a terminal error, or the end
@@ -99,7 +101,9 @@ func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *
 			attempt--
 			continue
 		}
-		res, err := c.call(ctx, job, rt, emit)
+		actx, span := c.startAttempt(ctx, job, rt, attempt)
+		res, err := c.call(actx, job, rt, emit)
+		endAttempt(span, res, err)
 		paced(res)
 		release()
 		if err == nil {

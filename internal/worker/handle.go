@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -21,6 +22,8 @@ type delivery struct {
 	delivered int // NumDelivered
 	rep       *jobs.Replier
 	log       *slog.Logger
+	span      trace.Span // the delivery's process span (tracing.go); no-op when tracing is off
+	settle    trace.Span // the settlement's span while it is open; nil otherwise
 }
 
 // handle runs one delivery of a job: start it in Postgres, call upstream, record the result,
@@ -41,8 +44,11 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		apply(p.log, msg, p.policy.decide(situation{end: endUnreadable, delivered: int(md.NumDelivered)}))
 		return
 	}
+	job.Header = msg.Headers() // the request id and trace context
+	ctx, hard, span := p.traceJob(ctx, hard, job, md)
+	defer span.End()
 	d := &delivery{msg: msg, job: job, delivered: int(md.NumDelivered), rep: jobs.NewReplier(p.nc, job, md.NumDelivered),
-		log: p.log.With("job_id", job.ID, "key_id", job.KeyID, "model", job.Model, "attempt", md.NumDelivered)}
+		log: p.jobLog(ctx, job, md.NumDelivered), span: span}
 	// The key's share of the slots: over it, the job goes back to the queue for a while, so
 	// this slot serves another key (unless the job has few deliveries to spare).
 	over := p.policy.decide(situation{end: endOverShare, delivered: d.delivered})

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/slots"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // Recorder is what the pool needs from Postgres.
@@ -83,6 +84,7 @@ type Pool struct {
 	shares  *shares
 	caller  *caller
 	policy  deliveryPolicy
+	tracer  *telemetry.Tracer // nil: tracing off (SetTracer)
 
 	settle *batch.Batcher[store.Outcome, store.Finished] // job outcomes, written in batches
 	start  *batch.Batcher[store.NewJob, store.Started]   // job starts (async jobs, redeliveries), in batches

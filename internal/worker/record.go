@@ -17,6 +17,8 @@ import (
 
 // finish records the outcome, replies and acks.
 func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
+	ctx = p.startSettle(ctx, d, out)
+	defer endSettle(d)
 	job := d.job
 	var cost float64
 	var applied bool
@@ -85,7 +87,7 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 		j.Request = nil
 		o.Job = &j
 	}
-	dup, err := p.outcomes.Publish(ctx, &o)
+	dup, err := p.outcomes.PublishWith(ctx, &o, outcomeHeader(d.job))
 	if err != nil {
 		if !errors.Is(err, jobs.ErrOutcomeTooLarge) {
 			d.log.WarnContext(ctx, "outcomes stream refused the outcome; settling it directly", "err", err)
@@ -163,6 +165,7 @@ func (p *Pool) reply(ctx context.Context, d *delivery, f *jobs.Final, body json.
 	if stream {
 		body = nil
 	}
+	defer p.startReply(ctx, d, f).End()
 	if err := d.rep.Finish(f, body); err != nil {
 		d.log.WarnContext(ctx, "reply", "err", err)
 	}

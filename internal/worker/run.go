@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	batchrun "github.com/sluicehq/sluice/internal/batches"
 	"github.com/sluicehq/sluice/internal/cli"
@@ -27,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/store"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 	"github.com/sluicehq/sluice/pkg/webhook"
 )
 
@@ -35,6 +37,8 @@ type Options struct {
 	Listener net.Listener      // served instead of listening on cfg.Addr
 	Ready    func(addr string) // called once jobs are being pulled
 	Tune     func(*PoolConfig) // lets tests shorten internal timings
+	// TracerProvider, if set, replaces the one the OTEL_* environment makes (telemetry.Setup).
+	TracerProvider trace.TracerProvider
 }
 
 // Migrate applies the database migrations and returns.
@@ -50,6 +54,18 @@ func Migrate(ctx context.Context, databaseURL string) error {
 // Run works jobs until ctx is done, then drains in-flight jobs within ShutdownGrace and
 // closes its dependencies in reverse order of opening.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error {
+	tp, shutdownTracing, err := telemetry.Setup(ctx, "sluice-worker", log)
+	if err != nil {
+		return err
+	}
+	defer func() { // last: the spans of jobs drained at shutdown are flushed too
+		if err := shutdownTracing(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	}()
+	if opts.TracerProvider != nil {
+		tp = opts.TracerProvider
+	}
 	sealer, err := store.NewSealer(cfg.EncryptionKey.Reveal(), cfg.EncryptionKeysOld.Reveal()...)
 	if err != nil {
 		return fmt.Errorf("SLUICE_ENCRYPTION_KEY / SLUICE_ENCRYPTION_KEYS_OLD: %w", err)
@@ -110,6 +126,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	metrics := NewMetrics(reg, MetricsOptions{PerKey: cfg.MetricsPerKey, KnownModelFunc: router.Has})
 	reg.MustRegister(newCircuitCollector(router), goroutineBoundGauge(goroutineBound(cfg)))
 	w := NewPool(pcfg, nc, cons, st, router, log, metrics)
+	w.SetTracer(telemetry.NewTracer(tp))
 	// The outcomes stream exists whatever SettleVia says, and this worker's settlers run
 	// either way, so outcomes left by workers of the other setting are still settled.
 	ostream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)

@@ -134,13 +134,13 @@ func (s *settler) write(ctx context.Context, msgs []jetstream.Msg, outs []store.
 	for i := range outs {
 		f, err := s.retry(ctx, msgs, outs[i:i+1])
 		if errors.Is(err, store.ErrPermanent) {
-			s.log.ErrorContext(ctx, "cannot store the job's content; recording it without", "job_id", outs[i].JobID, "err", err)
+			outcomeLog(s.log, msgs, outs[i].JobID).ErrorContext(ctx, "cannot store the job's content; recording it without", "err", err)
 			outs[i] = unstorable(outs[i])
 			f, err = s.retry(ctx, msgs, outs[i:i+1])
 		}
 		if err != nil {
 			if errors.Is(err, store.ErrPermanent) {
-				s.log.ErrorContext(ctx, "cannot record outcome; dropping it", "job_id", outs[i].JobID, "err", err)
+				outcomeLog(s.log, msgs, outs[i].JobID).ErrorContext(ctx, "cannot record outcome; dropping it", "err", err)
 				continue
 			}
 			return nil, err

@@ -228,6 +228,13 @@ func DecodeOutcome(data []byte) (store.Outcome, error) {
 // stored but not acknowledged; either way an outcome of the job is recorded, and the caller
 // answers from it as from any recorded outcome.
 func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate bool, err error) {
+	return p.PublishWith(ctx, o, nil)
+}
+
+// PublishWith is Publish with h as the message's headers: what the settler's log lines
+// about the outcome show of its job (request id, trace context). Nil: none. h must be the
+// caller's to give: the message id header is added to it.
+func (p *Outcomes) PublishWith(ctx context.Context, o *store.Outcome, h nats.Header) (duplicate bool, err error) {
 	data, err := EncodeOutcome(o)
 	if err != nil {
 		return false, err
@@ -237,7 +244,7 @@ func (p *Outcomes) Publish(ctx context.Context, o *store.Outcome) (duplicate boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data}, o.JobID,
+	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data, Header: h}, o.JobID,
 		jetstream.WithExpectStream(OutcomeStreamName))
 	if err != nil {
 		return false, fmt.Errorf("publish outcome of %s: %w", o.JobID, err)

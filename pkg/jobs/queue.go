@@ -323,9 +323,9 @@ func (p *Publisher) message(j *Job) (*nats.Msg, error) {
 		if strings.ContainsAny(j.Batch, ".*> \t\r\n") {
 			return nil, fmt.Errorf("job %s: batch id %q is not a subject token", j.ID, j.Batch)
 		}
-		return &nats.Msg{Subject: batchPrefix + j.Batch, Data: data}, nil
+		return &nats.Msg{Subject: batchPrefix + j.Batch, Data: data, Header: j.Header}, nil
 	}
-	return &nats.Msg{Subject: jobPrefix + j.KeyID, Data: data}, nil
+	return &nats.Msg{Subject: jobPrefix + j.KeyID, Data: data, Header: j.Header}, nil
 }
 
 // publishErr classifies a failed publish of j.

@@ -72,6 +72,7 @@ type Replier struct {
 	seq     int
 	maxPart int
 	legacy  bool // header-based messages, for an ingress from before replyV1
+	header  nats.Header
 }
 
 // NewReplier returns the Replier of one attempt (JetStream delivery) of job. A job that came
@@ -104,6 +105,10 @@ func (r *Replier) send(payload []byte) error {
 	r.seq++
 	return r.nc.Publish(r.subject, payload)
 }
+
+// SetFinalHeader has the final message carry h as its NATS headers (the trace context of
+// the reply); the other messages go without, as their framing is in the payload. Nil: none.
+func (r *Replier) SetFinalHeader(h nats.Header) { r.header = h }
 
 func (r *Replier) publishPart(kind string, data []byte, event string, more bool) error {
 	if r.subject == "" {
@@ -166,6 +171,10 @@ func (r *Replier) Finish(f *Final, body []byte) error {
 	b := r.frame(KindFinal, "", false, binary.MaxVarintLen64+len(enc)+len(body))
 	b = binary.AppendUvarint(b, uint64(len(enc)))
 	b = append(b, enc...)
+	if r.header != nil {
+		r.seq++
+		return r.nc.PublishMsg(&nats.Msg{Subject: r.subject, Data: append(b, body...), Header: r.header})
+	}
 	return r.send(append(b, body...))
 }
 

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/tokens"
 )
@@ -50,11 +52,23 @@ type Job struct {
 	Batch    string `json:"batch,omitempty"`
 	Line     int    `json:"line,omitempty"`
 	CustomID string `json:"custom_id,omitempty"`
+	// Header is what travels with the job as NATS headers of its message, outside its wire
+	// form (workers of every version ignore headers they do not know): the request id
+	// (HeaderRequestID) and the W3C trace context (traceparent, tracestate). A worker sets it
+	// to its message's headers. Nil: none.
+	Header nats.Header `json:"-"`
 
 	// jsonWire is true for a job decoded from the JSON form: it came from an ingress from
 	// before the binary forms, which gets its replies in the header-based form.
 	jsonWire bool
 }
+
+// HeaderRequestID is the job message's header holding the X-Request-Id of the request that
+// made the job.
+const HeaderRequestID = "Sluice-Request-Id"
+
+// RequestID is the X-Request-Id of the request that made the job, or "" if none came with it.
+func (j *Job) RequestID() string { return j.Header.Get(HeaderRequestID) }
 
 // The wire form of a job is binary: a version byte, flags, the two times, the short
 // fields, then the request body as it came, uncopied. JSON (the form before it, which
