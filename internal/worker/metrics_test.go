@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
-	"github.com/sluicehq/sluice/pkg/jobs/jobstest"
 	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/route"
 	"github.com/sluicehq/sluice/pkg/secret"
@@ -86,21 +85,8 @@ func TestUsageCountedOnceAtSettlement_Issue14_4(t *testing.T) {
 		t.Run(fmt.Sprintf("per_key=%v", perKey), func(t *testing.T) {
 			t.Parallel()
 			db := storetest.New(t)
-			_, nc := jobstest.NewConn(t)
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx := t.Context()
-			qcfg := jobs.QueueConfig{AckWait: 3 * time.Second}
-			stream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cons, err := jobs.EnsureOutcomeConsumer(ctx, js, qcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc, js, stream, cons := outcomeQueue(t)
 			for _, p := range []store.Price{{Model: "m", InputPerMTok: 1, OutputPerMTok: 2}, {Model: "made-up", InputPerMTok: 4, OutputPerMTok: 8}} {
 				if err := db.Store.SetPrice(ctx, p); err != nil {
 					t.Fatal(err)
@@ -127,7 +113,7 @@ func TestUsageCountedOnceAtSettlement_Issue14_4(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			m := NewMetrics(reg, MetricsOptions{PerKey: perKey, KnownModelFunc: func(s string) bool { return s == "m" }})
 			st := &settler{cons: cons, finish: db.Store.FinishJobs, nc: nc, log: slog.New(slog.DiscardHandler), max: 8,
-				budget: 1 << 20, wait: 200 * time.Millisecond, ackWait: qcfg.AckWait, usage: m.usage,
+				budget: 1 << 20, wait: 200 * time.Millisecond, ackWait: outcomeAckWait, usage: m.usage,
 				keys: newKeyCheck(time.Minute, db.Store.KeyByID)}
 			sctx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/pkg/jobs"
@@ -26,21 +27,8 @@ import (
 func TestSettlerWritesEachOutcomeOnce_Issue10(t *testing.T) {
 	t.Parallel()
 	db := storetest.New(t)
-	_, nc := jobstest.NewConn(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := t.Context()
-	qcfg := jobs.QueueConfig{AckWait: 3 * time.Second}
-	stream, err := jobs.EnsureOutcomeStream(ctx, js, qcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := jobs.EnsureOutcomeConsumer(ctx, js, qcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js, stream, cons := outcomeQueue(t)
 	if err := db.Store.SetPrice(ctx, store.Price{Model: "m", InputPerMTok: 1, OutputPerMTok: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +79,7 @@ func TestSettlerWritesEachOutcomeOnce_Issue10(t *testing.T) {
 	}
 
 	st := &settler{cons: cons, finish: db.Store.FinishJobs, nc: nc, log: slog.New(slog.DiscardHandler), max: 8, budget: 1 << 20,
-		wait: time.Second, ackWait: qcfg.AckWait, keys: newKeyCheck(time.Minute, db.Store.KeyByID)}
+		wait: time.Second, ackWait: outcomeAckWait, keys: newKeyCheck(time.Minute, db.Store.KeyByID)}
 	sctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { st.run(sctx) })
@@ -137,3 +125,27 @@ func TestSettlerWritesEachOutcomeOnce_Issue10(t *testing.T) {
 }
 
 func near(a, b float64) bool { return a-b < 1e-12 && b-a < 1e-12 }
+
+// outcomeAckWait is the AckWait of outcomeQueue's consumer.
+const outcomeAckWait = 3 * time.Second
+
+// outcomeQueue connects to a new embedded JetStream server and makes the outcomes stream and
+// the settlers' consumer on it (AckWait outcomeAckWait).
+func outcomeQueue(t *testing.T) (*nats.Conn, jetstream.JetStream, jetstream.Stream, jetstream.Consumer) {
+	t.Helper()
+	_, nc := jobstest.NewConn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qcfg := jobs.QueueConfig{AckWait: outcomeAckWait}
+	stream, err := jobs.EnsureOutcomeStream(t.Context(), js, qcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := jobs.EnsureOutcomeConsumer(t.Context(), js, qcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, stream, cons
+}
