@@ -6,7 +6,6 @@ import (
 	"embed"
 	"encoding/hex"
 	"io/fs"
-	"mime"
 	"net/http"
 	"path"
 	"strings"
@@ -47,8 +46,8 @@ func Handler() http.Handler {
 			return err
 		}
 		sum := sha256.Sum256(body)
-		ctype := mime.TypeByExtension(path.Ext(p))
-		if ctype == "" {
+		ctype, ok := contentTypes[path.Ext(p)]
+		if !ok {
 			ctype = "application/octet-stream"
 		}
 		files[strings.TrimPrefix(p, "static/")] = file{body: body, ctype: ctype,
@@ -82,4 +81,16 @@ func Handler() http.Handler {
 		h.Set("ETag", f.etag)
 		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(f.body))
 	})
+}
+
+// contentTypes are the types of the embedded files, fixed here rather than read from the
+// host's mime tables (/etc/mime.types may say application/javascript, or nothing).
+var contentTypes = map[string]string{
+	".html": "text/html; charset=utf-8",
+	".css":  "text/css; charset=utf-8",
+	".js":   "text/javascript; charset=utf-8",
+	".svg":  "image/svg+xml",
+	".png":  "image/png",
+	".ico":  "image/x-icon",
+	".json": "application/json",
 }

@@ -458,6 +458,9 @@ func TestPostgresOutage(t *testing.T) {
 		r = callAPI(c, http.MethodGet, ibase+"/v1/jobs?limit=1", key.Key, nil)
 		r.kind = "list"
 		probes = append(probes, r)
+		r = callAPI(c, http.MethodGet, ibase+"/admin/v1/keys", adminToken, nil) // the admin API too: 503, not 500
+		r.kind = "admin list"
+		probes = append(probes, r)
 	}
 	tick.Stop()
 	// Sync calls still get in: the key is cached, and the job waits in the queue for Postgres.

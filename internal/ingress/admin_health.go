@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -18,7 +19,7 @@ const healthWindow = time.Hour
 // and circuitsQuiet after the last answer (the workers are not counted anywhere).
 const (
 	circuitsWait  = time.Second
-	circuitsQuiet = 150 * time.Millisecond
+	circuitsQuiet = 300 * time.Millisecond
 )
 
 // circuitRank orders states from best to worst, for a channel's state across workers.
@@ -58,9 +59,17 @@ func (s *Server) channelsHealth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	hs, err := s.store.ChannelsHealth(r.Context(), time.Now().Add(-healthWindow))
+	release, err := s.takeRead(r.Context()) // the last hour's jobs: a read like a job listing
 	if err != nil {
 		s.writeError(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), adminQueryTimeout)
+	hs, err := s.store.ChannelsHealth(ctx, time.Now().Add(-healthWindow))
+	cancel()
+	release()
+	if err != nil {
+		s.writeAdminQueryError(w, r, err)
 		return
 	}
 	reports, gerr := route.GatherCircuits(r.Context(), s.nc, circuitsWait, circuitsQuiet)

@@ -1,8 +1,12 @@
 package ingress
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/sluicehq/sluice/pkg/store"
 	"github.com/sluicehq/sluice/pkg/webhook"
@@ -52,9 +56,11 @@ func (s *Server) adminListJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	rows, more, err := s.store.AdminJobs(r.Context(), f)
+	ctx, cancel := context.WithTimeout(r.Context(), adminQueryTimeout)
+	defer cancel()
+	rows, more, err := s.store.AdminJobs(ctx, f)
 	if err != nil {
-		s.writeJobError(w, r, "", err)
+		s.writeAdminQueryError(w, r, err)
 		return
 	}
 	data := make([]any, 0, len(rows))
@@ -79,4 +85,19 @@ func (s *Server) adminGetJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, newAdminJobObject(&j))
+}
+
+// adminQueryTimeout bounds an admin listing that may scan many rows (a filter on model or
+// status of every key's jobs, a channel's last hour): past it the caller is told to narrow it.
+const adminQueryTimeout = 10 * time.Second
+
+// writeAdminQueryError answers a failed admin listing: one cut by adminQueryTimeout as a 503
+// that says how to narrow it, others as any store error.
+func (s *Server) writeAdminQueryError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		s.writeError(w, r, errOverloaded(fmt.Sprintf("The query ran past %s; narrow it (key_id or batch_id select by index).",
+			adminQueryTimeout)))
+		return
+	}
+	s.writeJobError(w, r, "", err)
 }

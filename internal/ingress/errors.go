@@ -51,7 +51,8 @@ var errUnstorable = apiError(http.StatusBadRequest, "invalid_request_error", "in
 	"The request holds a value that cannot be stored (for example a NUL character or an out-of-range number).")
 
 // writeError writes err as an API error: *jobs.APIError with its status, a value Postgres
-// refused as a 400, anything else as a generic 500 whose detail goes only to the log.
+// refused as a 400, Postgres out of reach as a 503 with Retry-After, anything else as a
+// generic 500 whose detail goes only to the log.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e, ok := errors.AsType[*jobs.APIError](err)
 	if !ok && errors.Is(err, store.ErrPermanent) {
@@ -59,6 +60,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.WarnContext(r.Context(), "input reached the database unvalidated", "err", err, "path", r.URL.Path,
 			"request_id", w.Header().Get("X-Request-Id"))
 		e, ok = errUnstorable, true
+	}
+	if !ok && store.Unavailable(err) {
+		s.log.WarnContext(r.Context(), "postgres unavailable", "err", err, "path", r.URL.Path,
+			"request_id", w.Header().Get("X-Request-Id"))
+		e, ok = errDBUnavailable(), true
 	}
 	if !ok {
 		s.log.ErrorContext(r.Context(), "internal error", "err", err, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))

@@ -115,6 +115,11 @@ func (r *Router) ServeCircuits(nc *nats.Conn, process string) (stop func(), err 
 // answer after the first one. No answer at all is no error (no worker runs, or none
 // answered in time); a closed connection is.
 func GatherCircuits(ctx context.Context, nc *nats.Conn, wait, quiet time.Duration) ([]CircuitReport, error) {
+	// A disconnected client buffers the request and reports nothing: every circuit would
+	// read closed. Say instead that the workers could not be asked.
+	if !nc.IsConnected() {
+		return nil, fmt.Errorf("gather circuits: %w", nats.ErrDisconnected)
+	}
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
@@ -143,7 +148,7 @@ func GatherCircuits(ctx context.Context, nc *nats.Conn, wait, quiet time.Duratio
 			return nil, fmt.Errorf("gather circuits: %w", err)
 		}
 		var rep CircuitReport
-		if json.Unmarshal(m.Data, &rep) == nil {
+		if json.Unmarshal(m.Data, &rep) == nil && rep.Process != "" {
 			out = append(out, rep)
 		}
 	}

@@ -82,4 +82,9 @@ func TestGatherCircuits_Issue14_2(t *testing.T) {
 	if len(got[0].Circuits) != 0 || len(got[1].Circuits) != 1 || got[1].Circuits[0].State != CircuitOpen {
 		t.Errorf("reports = %+v, want w1 with none and w2 with channel a open", got)
 	}
+	// Disconnected, the workers cannot be asked: an error, not "every circuit closed".
+	nc.Close()
+	if got, err := GatherCircuits(ctx, nc, time.Second, 100*time.Millisecond); err == nil {
+		t.Errorf("on a closed connection: GatherCircuits = %+v, nil; want an error", got)
+	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -76,4 +79,26 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", ErrPermanent, err)
 	}
 	return err
+}
+
+// Unavailable reports whether err means Postgres is out of reach or refusing work for now (a
+// refused, cut or timed-out connection; a server shutting down, starting up or
+// out of connections), so the caller should answer "retry shortly" rather than "bug".
+func Unavailable(err error) bool {
+	if err == nil || errors.Is(err, ErrPermanent) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) {
+		return false
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		// 08: connection exception; 53: insufficient resources; 57P01-03: admin or crash
+		// shutdown, cannot connect now.
+		return pgErr.Code[:2] == "08" || pgErr.Code[:2] == "53" || strings.HasPrefix(pgErr.Code, "57P")
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
