@@ -50,6 +50,7 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 			channelID: out.channelID, err: jobs.UpstreamError("unstorable_answer",
 				"The upstream's answer could not be stored (it is not valid UTF-8 text).")}
 		errJSON, _ = json.Marshal(out.err)
+		markOutcome(d, out)
 		o.Status, o.StatusCode, o.Response, o.Error, o.Job.Request = out.status, out.code, nil, errJSON, nil
 		err = record()
 	}

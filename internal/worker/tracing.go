@@ -76,11 +76,8 @@ func (p *Pool) startSettle(ctx context.Context, d *delivery, out outcome) contex
 	if !d.span.IsRecording() {
 		return ctx
 	}
-	d.span.SetAttributes(telemetry.JobStatus.String(out.status), telemetry.HTTPResponseStatus.Int(out.code))
+	markOutcome(d, out)
 	telemetry.Usage(d.span, out.usage)
-	if out.status != store.StatusSucceeded {
-		d.span.SetStatus(codes.Error, out.status)
-	}
 	ctx, d.settle = p.tracer.Start(trace.ContextWithSpan(ctx, d.span), "settle", trace.SpanKindInternal)
 	via := "postgres"
 	if p.outcomes != nil {
@@ -88,6 +85,18 @@ func (p *Pool) startSettle(ctx context.Context, d *delivery, out outcome) contex
 	}
 	d.settle.SetAttributes(telemetry.JobStatus.String(out.status), telemetry.SettleVia.String(via))
 	return ctx
+}
+
+// markOutcome puts out's status on d's span (again, when the record changes it: an answer
+// Postgres cannot store is recorded failed).
+func markOutcome(d *delivery, out outcome) {
+	if !d.span.IsRecording() {
+		return
+	}
+	d.span.SetAttributes(telemetry.JobStatus.String(out.status), telemetry.HTTPResponseStatus.Int(out.code))
+	if out.status != store.StatusSucceeded {
+		d.span.SetStatus(codes.Error, out.status)
+	}
 }
 
 // endSettle ends d's settle span, if one is open.

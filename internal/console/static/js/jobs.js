@@ -98,8 +98,12 @@ export async function jobsPage(params) {
     { label: "Took", num: true, cell: (j) => fmt.duration(j.created_at, j.finished_at) },
   ];
   const filterQuery = () => ({ key_id: f.key.value, status: f.status.value, model: f.model.value.trim(), batch_id: f.batch.value.trim() });
+  // Each load is numbered: a slower answer to an earlier filter must not replace a later one.
+  let loads = 0;
   const loadJobs = async (append) => {
+    const n = ++loads;
     const page = await api("GET", "/jobs" + query({ ...filterQuery(), limit: 50, after: append ? cursor : "" }));
+    if (n !== loads) return;
     rows = append ? rows.concat(page.data) : page.data;
     cursor = page.last_id || "";
     more.hidden = !page.has_more;
