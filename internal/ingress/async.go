@@ -222,9 +222,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, key *store.Key, 
 		return
 	}
 	if err := pubErr; err != nil {
-		// Not accepted: end the row now so it never reads queued forever.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		defer cancel()
+		// A publish whose acks were all lost (a stream leader killed mid-publish) may still
+		// have been stored: if a worker has already taken the job, it was accepted after all.
+		if got, gerr := s.store.Job(ctx, key.ID, job.ID); gerr == nil && got.Status != store.StatusQueued {
+			s.jobLog(r.Context(), job.RequestID(), job.ID).InfoContext(r.Context(),
+				"publish unconfirmed, but a worker has the job", "status", got.Status)
+			writeJSON(w, http.StatusAccepted, jobObject(&got))
+			return
+		}
+		// Not accepted: end the row now so it never reads queued forever.
 		e, _ := errors.AsType[*jobs.APIError](publishError(err))
 		b, _ := json.Marshal(e)
 		if _, ferr := s.store.FinishJob(ctx, store.Outcome{JobID: job.ID, Status: store.StatusFailed,
