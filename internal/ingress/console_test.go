@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,17 +34,7 @@ func TestConsoleListener_Issue14_7(t *testing.T) {
 			for _, l := range ls {
 				base[l.name] = "http://" + l.ln.Addr().String()
 			}
-			ctx, stop := contextWithCancel(t)
-			var wg sync.WaitGroup
-			served := make(chan error, 1)
-			wg.Go(func() { served <- hs.srv.serveAll(ctx, &wg, ls, 5*time.Second, nil) })
-			t.Cleanup(func() {
-				stop()
-				wg.Wait()
-				if err := <-served; err != nil {
-					t.Errorf("serveAll: %v", err)
-				}
-			})
+			serveListeners(t, hs.srv, ls)
 			client := &http.Client{Timeout: 10 * time.Second,
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 			get := func(url string) (*http.Response, string) {

@@ -47,17 +47,7 @@ func TestOpsListeners_Issue9_8(t *testing.T) {
 			if strings.Join(names, ",") != strings.Join(tc.listeners, ",") {
 				t.Fatalf("listeners %v, want %v", names, tc.listeners)
 			}
-			ctx, stop := contextWithCancel(t)
-			var wg sync.WaitGroup
-			served := make(chan error, 1)
-			wg.Go(func() { served <- hs.srv.serveAll(ctx, &wg, ls, 5*time.Second, nil) })
-			t.Cleanup(func() {
-				stop()
-				wg.Wait()
-				if err := <-served; err != nil {
-					t.Errorf("serveAll: %v", err)
-				}
-			})
+			serveListeners(t, hs.srv, ls)
 			get := func(url string, admin bool) int {
 				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 				if admin {
@@ -132,4 +122,21 @@ func contextWithCancel(t *testing.T) (ctx context.Context, stop func()) {
 	ctx, stop = context.WithCancel(context.Background())
 	t.Cleanup(stop)
 	return ctx, stop
+}
+
+// serveListeners serves ls with srv until the test ends, then shuts them down and checks
+// that serveAll returned cleanly.
+func serveListeners(t *testing.T, srv *Server, ls []*listener) {
+	t.Helper()
+	ctx, stop := contextWithCancel(t)
+	var wg sync.WaitGroup
+	served := make(chan error, 1)
+	wg.Go(func() { served <- srv.serveAll(ctx, &wg, ls, 5*time.Second, nil) })
+	t.Cleanup(func() {
+		stop()
+		wg.Wait()
+		if err := <-served; err != nil {
+			t.Errorf("serveAll: %v", err)
+		}
+	})
 }
