@@ -15,17 +15,22 @@ function legend(series) {
   return h("div", { class: "legend" }, series.map((s, i) => h("span", {}, h("i", { class: "sw" + (i + 1) }), s.name)));
 }
 
+// chartFrame sums each label's stack and makes the chart's box: max is the largest stack;
+// with nothing to draw the box already says so.
+function chartFrame(labels, series, id) {
+  const totals = labels.map((_, i) => series.reduce((a, s) => a + (s.values[i] || 0), 0));
+  const max = Math.max(...totals, 0);
+  const wrap = h("div", { class: "chart-wrap", id });
+  if (max <= 0) wrap.append(h("div", { class: "chart-empty" }, "No usage in this period."));
+  return { max, totals, wrap };
+}
+
 // columns draws stacked columns: labels along x (days), one stack per label, series
 // ({name, values}) stacked bottom up; format renders a value (axis and tooltips).
 export function columns({ labels, series, format, id, shortLabel }) {
   const W = 560, H = 230, L = 62, R = 8, T = 12, B = 26;
-  const totals = labels.map((_, i) => series.reduce((a, s) => a + (s.values[i] || 0), 0));
-  const max = Math.max(...totals, 0);
-  const wrap = h("div", { class: "chart-wrap", id });
-  if (max <= 0) {
-    wrap.append(h("div", { class: "chart-empty" }, "No usage in this period."));
-    return wrap;
-  }
+  const { max, wrap } = chartFrame(labels, series, id);
+  if (max <= 0) return wrap;
   const step = niceStep(max, 4);
   const top = Math.ceil(max / step) * step;
   const y = (v) => T + (H - T - B) * (1 - v / top);
@@ -62,13 +67,8 @@ export function columns({ labels, series, format, id, shortLabel }) {
 export function bars({ labels, series, format, id }) {
   const rowH = 30, L = 150, R = 84, T = 6, W = 560;
   const H = T * 2 + rowH * labels.length;
-  const totals = labels.map((_, i) => series.reduce((a, s) => a + (s.values[i] || 0), 0));
-  const max = Math.max(...totals, 0);
-  const wrap = h("div", { class: "chart-wrap", id });
-  if (max <= 0) {
-    wrap.append(h("div", { class: "chart-empty" }, "No usage in this period."));
-    return wrap;
-  }
+  const { max, totals, wrap } = chartFrame(labels, series, id);
+  if (max <= 0) return wrap;
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": series.map((s) => s.name).join(", ") });
   const x = (v) => L + (W - L - R) * (v / max);
   labels.forEach((label, i) => {
