@@ -125,6 +125,7 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	defer waiter.Done()
 	replies, lost := waiter.C(), waiter.Lost()
 	job.Reply = waiter.Subject
+	job.ReplyByOutcome = !p.stream // a whole answer comes as its stored outcome (jobs/republish.go)
 	w.Header().Set("Sluice-Job-Id", job.ID)
 	pctx, pspan := s.startPublish(r.Context(), w, job)
 	_, err := s.pub.Publish(pctx, job)

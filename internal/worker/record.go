@@ -10,6 +10,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/slots"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -81,14 +84,27 @@ func (p *Pool) finish(ctx context.Context, d *delivery, out outcome) {
 // finishVia makes the outcome durable on the outcomes stream, then replies and acks; a
 // settler writes it to Postgres later. It returns false, having done nothing, if the stream
 // cannot take it (too large for one message, or NATS refused it): the caller then settles in
-// Postgres directly.
+// Postgres directly. A whole answer whose ingress asked for it (Job.ReplyByOutcome) is not
+// replied at all: the stream republishes the stored outcome to the ingress.
 func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.Outcome) bool {
 	if o.Job != nil && o.Job.Async { // its row holds the request already
 		j := *o.Job
 		j.Request = nil
 		o.Job = &j
 	}
-	dup, err := p.outcomes.PublishWith(ctx, &o, outcomeHeader(d.job))
+	// The cost is known once settled; the reply does not carry it (no client reads it).
+	f := &jobs.Final{JobID: d.job.ID, Status: out.status, StatusCode: out.code, Error: out.err, Usage: out.usage}
+	var dup, answered bool
+	var err error
+	var answer trace.Span
+	if d.job.ReplyByOutcome && !d.job.Stream && d.job.Reply != "" {
+		var h nats.Header
+		h, answer = p.startAnswer(ctx, d, f)
+		defer answer.End()
+		dup, answered, err = p.outcomes.PublishAnswer(ctx, &o, h, d.job.Reply)
+	} else {
+		dup, err = p.outcomes.PublishWith(ctx, &o, outcomeHeader(d.job))
+	}
 	if err != nil {
 		if !errors.Is(err, jobs.ErrOutcomeTooLarge) {
 			d.log.WarnContext(ctx, "outcomes stream refused the outcome; settling it directly", "err", err)
@@ -101,9 +117,16 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 	}
 	p.metrics.jobs.WithLabelValues(out.status).Inc()
 	d.log.InfoContext(ctx, "job finished", "status", out.status, "status_code", out.code)
-	// The cost is known once settled; the reply does not carry it (no client reads it).
-	f := &jobs.Final{JobID: d.job.ID, Status: out.status, StatusCode: out.code, Error: out.err, Usage: out.usage}
-	p.reply(ctx, d, f, out.body, d.job.Stream, false) // the settler announces the end
+	switch {
+	case answered: // the ingress has the stored outcome as its answer
+		endSettle(d)
+		apply(d.log, d.msg, p.policy.decide(situation{end: endRecorded, delivered: d.delivered}))
+	case answer != nil: // the answer's span is open already
+		endSettle(d)
+		p.sendReply(ctx, d, f, out.body, d.job.Stream, false)
+	default:
+		p.reply(ctx, d, f, out.body, d.job.Stream, false) // the settler announces the end
+	}
 	return true
 }
 
@@ -163,10 +186,15 @@ func (p *Pool) replayRow(ctx context.Context, d *delivery, row *store.Job, annou
 // already durable (in Postgres or the outcomes stream), so a lost reply or ack loses
 // nothing: a redelivery replays the recorded result.
 func (p *Pool) reply(ctx context.Context, d *delivery, f *jobs.Final, body json.RawMessage, stream, announce bool) {
+	defer p.startReply(ctx, d, f).End()
+	p.sendReply(ctx, d, f, body, stream, announce)
+}
+
+// sendReply is reply without its span.
+func (p *Pool) sendReply(ctx context.Context, d *delivery, f *jobs.Final, body json.RawMessage, stream, announce bool) {
 	if stream {
 		body = nil
 	}
-	defer p.startReply(ctx, d, f).End()
 	if err := d.rep.Finish(f, body); err != nil {
 		d.log.WarnContext(ctx, "reply", "err", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -123,6 +122,26 @@ func (p *Pool) startReply(ctx context.Context, d *delivery, f *jobs.Final) trace
 	return span
 }
 
+// startAnswer starts the span of a reply that is the outcome's own publication
+// (finishVia): a child of d's process span beside the settlement's, which stays open over
+// the publish. It returns the outcome message's headers (outcomeHeader's) carrying the
+// span's trace context, so that the ingress's receive span follows it, and has a final
+// reply sent instead carry it too. With tracing off the span is a no-op.
+func (p *Pool) startAnswer(ctx context.Context, d *delivery, f *jobs.Final) (nats.Header, trace.Span) {
+	h := outcomeHeader(d.job)
+	if !d.span.IsRecording() {
+		return h, noopSpan
+	}
+	ctx, span := p.tracer.Start(trace.ContextWithSpan(ctx, d.span), "reply", trace.SpanKindProducer)
+	span.SetAttributes(telemetry.JobStatus.String(f.Status), telemetry.HTTPResponseStatus.Int(f.StatusCode),
+		telemetry.MessagingOperation.String("send"))
+	d.rep.SetFinalHeader(telemetry.Inject(ctx, nil))
+	return telemetry.Inject(ctx, h), span
+}
+
+// noopSpan is a span that records nothing.
+var noopSpan = trace.SpanFromContext(context.Background())
+
 // startAttempt starts the client span of upstream attempt n (1, 2, …) of job on rt.
 func (c *caller) startAttempt(ctx context.Context, job *jobs.Job, rt route.Target, n int) (context.Context, trace.Span) {
 	if !c.tracer.On() || !trace.SpanFromContext(ctx).IsRecording() {
@@ -184,7 +203,7 @@ func outcomeHeader(job *jobs.Job) nats.Header {
 func outcomeLog(log *slog.Logger, msgs []jetstream.Msg, jobID string) *slog.Logger {
 	var h nats.Header
 	for _, m := range msgs {
-		if strings.HasSuffix(m.Subject(), "."+jobID) {
+		if jobs.OutcomeJobID(m.Subject()) == jobID {
 			h = m.Headers()
 			break
 		}

@@ -46,6 +46,10 @@ func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueC
 		MaxBytes:   maxBytes(cfg.MaxBytes),
 		Discard:    jetstream.DiscardNew,
 		Duplicates: cfg.DedupWindow,
+		// Once stored, the outcome of a sync job whose ingress asked for it is sent on to
+		// that ingress's reply subject: the answer and the proof that it is durable in one
+		// message (republish.go).
+		RePublish: &jetstream.RePublish{Source: answerSource, Destination: answerDestination},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", OutcomeStreamName, err)
@@ -242,22 +246,30 @@ func (p *Outcomes) PublishWith(ctx context.Context, o *store.Outcome, h nats.Hea
 	if int64(len(data)) > p.nc.MaxPayload()-1024 {
 		return false, ErrOutcomeTooLarge
 	}
+	return p.publish(ctx, outcomePrefix+o.JobID, o.JobID, data, h)
+}
+
+func (p *Outcomes) publish(ctx context.Context, subject, id string, data []byte, h nats.Header) (duplicate bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: outcomePrefix + o.JobID, Data: data, Header: h}, o.JobID,
+	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: subject, Data: data, Header: h}, id,
 		jetstream.WithExpectStream(OutcomeStreamName))
 	if err != nil {
-		return false, fmt.Errorf("publish outcome of %s: %w", o.JobID, err)
+		return false, fmt.Errorf("publish outcome of %s: %w", id, err)
 	}
 	return ack.Duplicate, nil
 }
 
 // Pending returns job id's outcome if it is in the stream, not yet settled; nil if there is
-// none (never published, or settled: then Postgres has it).
+// none (never published, or settled: then Postgres has it). A sync job's outcome may be
+// under its answer subject (republish.go), found by the job id's wildcard.
 func (p *Outcomes) Pending(ctx context.Context, id string) (*store.Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	m, err := p.stream.GetLastMsgForSubject(ctx, outcomePrefix+id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		m, err = p.stream.GetLastMsgForSubject(ctx, outcomePrefix+id+".>")
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}

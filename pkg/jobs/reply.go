@@ -198,8 +198,12 @@ type Reply struct {
 
 var errBadReply = errors.New("malformed reply message")
 
-// ParseReply reads a reply message. Data aliases the message's payload.
+// ParseReply reads a reply message, or a whole answer's outcome republished by the
+// outcomes stream (republish.go). Data aliases the message's payload.
 func ParseReply(m *nats.Msg) (Reply, error) {
+	if republished(m) {
+		return parseAnswer(m)
+	}
 	if m.Header.Get(hdrKind) != "" {
 		return parseLegacyReply(m)
 	}

@@ -46,6 +46,10 @@ type Job struct {
 	Deadline       time.Time `json:"deadline"`
 	// Reply is the subject the answer goes to; empty for async jobs.
 	Reply string `json:"reply,omitempty"`
+	// ReplyByOutcome is true when the ingress takes a whole (non-stream) answer from the
+	// outcomes stream's republication of the stored outcome (ParseReply reads both forms):
+	// the worker then sends no final reply of its own. Never set in the JSON form.
+	ReplyByOutcome bool `json:"-"`
 	// Batch, Line and CustomID name the batch line this job is (empty for other jobs): it
 	// runs from the batch stream, its row is written once with its outcome, and its
 	// deadline is the batch's expiry (each run still gets at most JobTimeout).
@@ -88,12 +92,14 @@ const (
 	flagHoldsSlot
 	flagReservedTokens
 	flagBatch
+	flagReplyByOutcome
 )
 
 // Encode returns the job's wire form. The body is not copied into anything but the result.
 func (j *Job) Encode() ([]byte, error) {
 	var flags byte
-	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens, j.Batch != ""} {
+	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens, j.Batch != "",
+		j.ReplyByOutcome} {
 		if on {
 			flags |= 1 << bit
 		}
@@ -160,14 +166,15 @@ func decodeV1(data []byte) (*Job, error) {
 	created, deadline := r.varint(), r.varint()
 	j := &Job{ID: r.string(), KeyID: r.string(), Endpoint: r.string(), Model: r.string(), Reply: r.string(),
 		Stream: flags&flagStream != 0, WantUsageChunk: flags&flagWantUsageChunk != 0, Async: flags&flagAsync != 0,
-		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0}
+		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0,
+		ReplyByOutcome: flags&flagReplyByOutcome != 0}
 	if flags&flagBatch != 0 {
 		j.Batch, j.CustomID, j.Line = r.string(), r.string(), r.int()
 	}
 	switch {
 	case r.bad:
 		return nil, errors.New("truncated")
-	case flags>>6 != 0:
+	case flags>>7 != 0:
 		return nil, fmt.Errorf("unknown flags %#x", flags)
 	case len(r.b) > 0 && !json.Valid(r.b):
 		return nil, errors.New("body is not JSON")
