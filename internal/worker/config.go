@@ -45,6 +45,10 @@ type Config struct {
 	// outcomes stream; settlers write Postgres in batches) or "postgres" (written first).
 	SettleVia string `env:"WORKER_SETTLE_VIA" envDefault:"stream"`
 	Settlers  int    `env:"WORKER_SETTLERS" envDefault:"1"`
+	// SettleLinger is how long a settler holding one outcome waits for more to fill its
+	// batch: fewer, larger Postgres writes and pulls at a low rate, against that much later
+	// settlement (answers do not wait for it; async completions are announced after it).
+	SettleLinger time.Duration `env:"WORKER_SETTLE_LINGER" envDefault:"20ms"`
 	// The price of a model with none in the price table, USD per 1M tokens: deliberately
 	// high, so that an unpriced model is never free under a budget by omission.
 	UnpricedInput  float64 `env:"PRICE_UNPRICED_INPUT_PER_MTOK" envDefault:"10"`
@@ -86,6 +90,7 @@ func (c *Config) Validate() error {
 	check(c.KeyCacheTTL >= time.Second && c.KeyCacheTTL <= time.Hour, "WORKER_KEY_CACHE_TTL=%s: want 1s..1h", c.KeyCacheTTL)
 	check(c.SettleVia == "stream" || c.SettleVia == "postgres", "WORKER_SETTLE_VIA=%q: want stream or postgres", c.SettleVia)
 	check(c.Settlers >= 1 && c.Settlers <= 16, "WORKER_SETTLERS=%d: want 1..16", c.Settlers)
+	check(c.SettleLinger >= 0 && c.SettleLinger <= time.Second, "WORKER_SETTLE_LINGER=%s: want 0..1s", c.SettleLinger)
 	check(c.Retention >= time.Hour, "JOB_RETENTION=%s: want at least 1h", c.Retention)
 	check(c.WebhookConcurrency >= 1 && c.WebhookConcurrency <= 1024, "WEBHOOK_CONCURRENCY=%d: want 1..1024", c.WebhookConcurrency)
 	check(c.WebhookKeyConcurrency >= 1 && c.WebhookKeyConcurrency <= 1024, "WEBHOOK_KEY_CONCURRENCY=%d: want 1..1024", c.WebhookKeyConcurrency)

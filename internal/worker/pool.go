@@ -52,6 +52,9 @@ type PoolConfig struct {
 	// They are slots of their own, beside Concurrency: interactive jobs never wait for a
 	// slot a batch line holds, and a batch drains however busy the interactive slots are.
 	BatchShare float64
+	// SettleLinger is how long a settler holding one outcome waits for more before it
+	// writes them (0: only those already waiting).
+	SettleLinger time.Duration
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -173,7 +176,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	for range p.settlers {
 		st := &settler{cons: p.settleCons, finish: p.rec.FinishJobs, nc: p.nc, keys: p.keys, usage: p.metrics.usage, log: p.log,
-			max: settleMax, budget: settleBudget, wait: p.cfg.FetchWait,
+			max: settleMax, budget: settleBudget, wait: p.cfg.FetchWait, linger: p.cfg.SettleLinger,
 			ackWait: p.cfg.Queue.AckWait}
 		bg.Go(func() { st.run(bgCtx) })
 	}

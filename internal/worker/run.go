@@ -119,7 +119,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 	defer stopWatch()
 
 	pcfg := PoolConfig{Queue: qcfg, Concurrency: cfg.Concurrency, ShutdownGrace: cfg.ShutdownGrace,
-		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL, KeyShare: cfg.KeyShare, BatchShare: cfg.BatchShare}
+		MaxAttempts: cfg.MaxAttempts, KeyCacheTTL: cfg.KeyCacheTTL, KeyShare: cfg.KeyShare, BatchShare: cfg.BatchShare,
+		SettleLinger: cfg.SettleLinger}
 	if opts.Tune != nil {
 		opts.Tune(&pcfg)
 	}

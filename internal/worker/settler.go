@@ -32,6 +32,7 @@ type settler struct {
 	max     int           // outcomes per write
 	budget  int           // bytes of outcomes per write (at least one outcome, whatever its size)
 	wait    time.Duration // longest pull when the stream is empty
+	linger  time.Duration // how long the second pull waits to fill a batch
 	ackWait time.Duration // the consumer's AckWait
 }
 
@@ -65,10 +66,10 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 		return nil
 	}
 	if s.max > 1 {
-		// The rest: whatever is already there, up to max and s.budget bytes (the server stops
-		// short of the budget); the pull expires almost at once if fewer are waiting.
+		// The rest: whatever is there or comes within the linger, up to max and s.budget
+		// bytes (the server stops short of the budget).
 		if b, err := s.cons.Fetch(s.max-1, jetstream.FetchMaxBytes(max(s.budget-len(msgs[0].Data()), 1<<20)),
-			jetstream.FetchMaxWait(settleLinger)); err == nil {
+			jetstream.FetchMaxWait(max(s.linger, time.Millisecond))); err == nil {
 			for m := range b.Messages() {
 				msgs = append(msgs, m)
 			}
@@ -76,9 +77,6 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 	}
 	return msgs
 }
-
-// settleLinger is how long a settler's second pull may wait for outcomes to fill its batch.
-const settleLinger = 2 * time.Millisecond
 
 // settle writes msgs' outcomes and acks them.
 func (s *settler) settle(ctx context.Context, msgs []jetstream.Msg) {
