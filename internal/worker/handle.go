@@ -44,7 +44,7 @@ func (p *Pool) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		apply(p.log, msg, p.policy.decide(situation{end: endUnreadable, delivered: int(md.NumDelivered)}))
 		return
 	}
-	job.Header = msg.Headers() // the request id and trace context
+	job.SetHeader(msg.Headers()) // the request id, trace context and how to answer
 	ctx, hard, span := p.traceJob(ctx, hard, job, md)
 	defer span.End()
 	d := &delivery{msg: msg, job: job, delivered: int(md.NumDelivered), rep: jobs.NewReplier(p.nc, job, md.NumDelivered),

@@ -29,7 +29,7 @@ func FuzzDecode(f *testing.F) {
 	for _, j := range []*Job{
 		{ID: "job_1", KeyID: "key_1", Endpoint: EndpointChat, Model: "gpt-4o-mini",
 			Body:      json.RawMessage(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`),
-			CreatedAt: now, Deadline: now.Add(15 * time.Minute), Reply: "sluice.reply.abc.def", ReplyByOutcome: true},
+			CreatedAt: now, Deadline: now.Add(15 * time.Minute), Reply: "sluice.reply.abc.def"},
 		{ID: "job_2", KeyID: "key_2", Endpoint: EndpointChat, Model: "m", Body: json.RawMessage(`{"model":"m","stream":true}`),
 			Stream: true, WantUsageChunk: true, CreatedAt: now, Deadline: now.Add(time.Second), Reply: "r"},
 		{ID: "job_3", KeyID: "key_3", Endpoint: EndpointEmbeddings, Model: "e", Body: json.RawMessage(`{"model":"e","input":"x"}`),

@@ -319,6 +319,12 @@ func (p *Publisher) message(j *Job) (*nats.Msg, error) {
 	if int64(len(data)) > p.nc.MaxPayload()-1024 { // headers (Nats-Msg-Id) ride along
 		return nil, ErrTooLarge
 	}
+	if j.ReplyByOutcome {
+		if j.Header == nil {
+			j.Header = nats.Header{}
+		}
+		j.Header.Set(HeaderAnswer, answerByOutcome)
+	}
 	if j.Batch != "" {
 		if strings.ContainsAny(j.Batch, ".*> \t\r\n") {
 			return nil, fmt.Errorf("job %s: batch id %q is not a subject token", j.ID, j.Batch)

@@ -173,20 +173,39 @@ func TestOutcomeJobID_Issue10(t *testing.T) {
 }
 
 // TestReplyByOutcomeOnTheWire_Issue10: the ingress's request for its answer by outcome
-// survives the job's wire form.
+// reaches the worker with the job (as a header, which older workers ignore).
 func TestReplyByOutcomeOnTheWire_Issue10(t *testing.T) {
 	t.Parallel()
+	_, nc := jobstest.NewConn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := jobs.EnsureStream(ctx, js, jobs.QueueConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := jobs.NewPublisher(nc, js, 5*time.Second)
 	now := time.Now()
-	for _, want := range []bool{true, false} {
-		j := &jobs.Job{ID: "job_w", KeyID: "key_1", Endpoint: jobs.EndpointChat, Model: "m", Body: json.RawMessage(`{}`),
-			CreatedAt: now, Deadline: now.Add(time.Minute), Reply: "sluice.reply.a.b", ReplyByOutcome: want}
-		b, err := j.Encode()
+	for i, want := range []bool{true, false} {
+		j := &jobs.Job{ID: "job_w" + string(rune('a'+i)), KeyID: "key_1", Endpoint: jobs.EndpointChat, Model: "m",
+			Body: json.RawMessage(`{}`), CreatedAt: now, Deadline: now.Add(time.Minute), Reply: "sluice.reply.a.b",
+			ReplyByOutcome: want}
+		if _, err := pub.Publish(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		m, err := st.GetMsg(ctx, uint64(i+1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := jobs.Decode(b)
-		if err != nil || got.ReplyByOutcome != want {
-			t.Fatalf("ReplyByOutcome %v came back as %+v, %v", want, got, err)
+		got, err := jobs.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.SetHeader(m.Header)
+		if got.ID != j.ID || got.ReplyByOutcome != want {
+			t.Fatalf("job %s sent with ReplyByOutcome %v came back as %s, %v", j.ID, want, got.ID, got.ReplyByOutcome)
 		}
 	}
 }

@@ -47,8 +47,9 @@ type Job struct {
 	// Reply is the subject the answer goes to; empty for async jobs.
 	Reply string `json:"reply,omitempty"`
 	// ReplyByOutcome is true when the ingress takes a whole (non-stream) answer from the
-	// outcomes stream's republication of the stored outcome (ParseReply reads both forms):
-	// the worker then sends no final reply of its own. Never set in the JSON form.
+	// outcomes stream's republication of the stored outcome (republish.go; ParseReply reads
+	// both forms): the worker then sends no final reply of its own. It travels as the
+	// HeaderAnswer header, which workers from before it ignore (they reply as always).
 	ReplyByOutcome bool `json:"-"`
 	// Batch, Line and CustomID name the batch line this job is (empty for other jobs): it
 	// runs from the batch stream, its row is written once with its outcome, and its
@@ -71,6 +72,20 @@ type Job struct {
 // made the job.
 const HeaderRequestID = "Sluice-Request-Id"
 
+// HeaderAnswer on a job message, with the value answerByOutcome, asks for the whole answer
+// as the republished outcome (Job.ReplyByOutcome).
+const (
+	HeaderAnswer    = "Sluice-Answer"
+	answerByOutcome = "outcome"
+)
+
+// SetHeader sets the job's headers to h, its message's, and what they carry beside the wire
+// form: whether the answer goes by outcome.
+func (j *Job) SetHeader(h nats.Header) {
+	j.Header = h
+	j.ReplyByOutcome = h.Get(HeaderAnswer) == answerByOutcome
+}
+
 // RequestID is the X-Request-Id of the request that made the job, or "" if none came with it.
 func (j *Job) RequestID() string { return j.Header.Get(HeaderRequestID) }
 
@@ -92,14 +107,12 @@ const (
 	flagHoldsSlot
 	flagReservedTokens
 	flagBatch
-	flagReplyByOutcome
 )
 
 // Encode returns the job's wire form. The body is not copied into anything but the result.
 func (j *Job) Encode() ([]byte, error) {
 	var flags byte
-	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens, j.Batch != "",
-		j.ReplyByOutcome} {
+	for bit, on := range [...]bool{j.Stream, j.WantUsageChunk, j.Async, j.HoldsSlot, j.ReservedTokens, j.Batch != ""} {
 		if on {
 			flags |= 1 << bit
 		}
@@ -166,15 +179,14 @@ func decodeV1(data []byte) (*Job, error) {
 	created, deadline := r.varint(), r.varint()
 	j := &Job{ID: r.string(), KeyID: r.string(), Endpoint: r.string(), Model: r.string(), Reply: r.string(),
 		Stream: flags&flagStream != 0, WantUsageChunk: flags&flagWantUsageChunk != 0, Async: flags&flagAsync != 0,
-		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0,
-		ReplyByOutcome: flags&flagReplyByOutcome != 0}
+		HoldsSlot: flags&flagHoldsSlot != 0, ReservedTokens: flags&flagReservedTokens != 0}
 	if flags&flagBatch != 0 {
 		j.Batch, j.CustomID, j.Line = r.string(), r.string(), r.int()
 	}
 	switch {
 	case r.bad:
 		return nil, errors.New("truncated")
-	case flags>>7 != 0:
+	case flags>>6 != 0:
 		return nil, fmt.Errorf("unknown flags %#x", flags)
 	case len(r.b) > 0 && !json.Valid(r.b):
 		return nil, errors.New("body is not JSON")
