@@ -32,7 +32,7 @@ type settler struct {
 	max     int           // outcomes per write
 	budget  int           // bytes of outcomes per write (at least one outcome, whatever its size)
 	wait    time.Duration // longest pull when the stream is empty
-	linger  time.Duration // how long to wait, holding one outcome, for more to fill a batch
+	linger  time.Duration // how long the second pull waits to fill a batch
 	ackWait time.Duration // the consumer's AckWait
 }
 
@@ -46,11 +46,8 @@ func (s *settler) run(ctx context.Context) {
 	}
 }
 
-// next waits up to s.wait for one outcome, then lingers for more and takes them all at
-// once, up to s.max and s.budget bytes: a batch is whatever arrived while the last one was
-// written, or within the linger. It lingers without a pull pending, so the outcomes that come
-// meanwhile wait in the stream and arrive together, not each as it is stored (one wake-up of
-// NATS and of this process per batch rather than per outcome).
+// next waits up to s.wait for one outcome, then takes every other one already waiting, up
+// to s.max and s.budget bytes: a batch is whatever arrived while the last one was written.
 func (s *settler) next(ctx context.Context) []jetstream.Msg {
 	fctx, cancel := context.WithTimeout(ctx, s.wait)
 	b, err := s.cons.Fetch(1, jetstream.FetchContext(fctx))
@@ -69,13 +66,10 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 		return nil
 	}
 	if s.max > 1 {
-		if s.linger > 0 {
-			slots.Sleep(ctx, s.linger)
-		}
-		// The rest: whatever is waiting, up to max and s.budget bytes (the server stops
-		// short of the budget); the pull expires almost at once if fewer are there.
+		// The rest: whatever is there or comes within the linger, up to max and s.budget
+		// bytes (the server stops short of the budget).
 		if b, err := s.cons.Fetch(s.max-1, jetstream.FetchMaxBytes(max(s.budget-len(msgs[0].Data()), 1<<20)),
-			jetstream.FetchMaxWait(settleExpiry)); err == nil {
+			jetstream.FetchMaxWait(max(s.linger, time.Millisecond))); err == nil {
 			for m := range b.Messages() {
 				msgs = append(msgs, m)
 			}
@@ -83,10 +77,6 @@ func (s *settler) next(ctx context.Context) []jetstream.Msg {
 	}
 	return msgs
 }
-
-// settleExpiry is how long a settler's second pull waits for outcomes that are not there
-// yet: it is meant to take the waiting ones, not to wait.
-const settleExpiry = 2 * time.Millisecond
 
 // settle writes msgs' outcomes and acks them.
 func (s *settler) settle(ctx context.Context, msgs []jetstream.Msg) {
