@@ -83,6 +83,7 @@ type Pool struct {
 	log     *slog.Logger
 	metrics *Metrics
 	held    *held
+	acks    *acks // finished jobs' acks, coalesced (acks.go)
 	keys    *keyCheck
 	shares  *shares
 	caller  *caller
@@ -137,7 +138,7 @@ func NewPool(cfg PoolConfig, nc *nats.Conn, cons jetstream.Consumer, rec Recorde
 	}
 	cfg = cfg.withDefaults()
 	log = log.With("component", "worker")
-	return &Pool{cfg: cfg, nc: nc, cons: cons, rec: rec, log: log, metrics: metrics,
+	return &Pool{cfg: cfg, nc: nc, cons: cons, rec: rec, log: log, metrics: metrics, acks: newAcks(log),
 		held:   newHeld(cfg.Queue.JobTimeout),
 		keys:   newKeyCheck(cfg.KeyCacheTTL, rec.KeyByID),
 		shares: newShares(int(math.Ceil(cfg.KeyShare * float64(cfg.Concurrency)))),
@@ -218,6 +219,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	hard := time.AfterFunc(p.cfg.ShutdownGrace+hardStopAfter, cancelHard)
 	defer hard.Stop()
 	wp.Wait()
+	p.acks.close()
 	return nil
 }
 

@@ -97,6 +97,7 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 	var dup, answered bool
 	var err error
 	var answer trace.Span
+	p.acks.flush() // earlier jobs' acks go out with this outcome
 	if d.job.ReplyByOutcome && !d.job.Stream && d.job.Reply != "" {
 		var h nats.Header
 		h, answer = p.startAnswer(ctx, d, f)
@@ -120,7 +121,7 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 	switch {
 	case answered: // the ingress has the stored outcome as its answer
 		endSettle(d)
-		apply(d.log, d.msg, p.policy.decide(situation{end: endRecorded, delivered: d.delivered}))
+		p.ack(d)
 	case answer != nil: // the answer's span is open already
 		endSettle(d)
 		p.sendReply(ctx, d, f, out.body, d.job.Stream, false)
@@ -203,7 +204,17 @@ func (p *Pool) sendReply(ctx context.Context, d *delivery, f *jobs.Final, body j
 			_ = p.nc.Publish(jobs.DonePrefix+f.JobID, b)
 		}
 	}
-	apply(d.log, d.msg, p.policy.decide(situation{end: endRecorded, delivered: d.delivered}))
+	p.ack(d)
+}
+
+// ack acks d, whose outcome is recorded: within a few milliseconds, with this process's
+// next NATS message (acks.go).
+func (p *Pool) ack(d *delivery) {
+	if dec := p.policy.decide(situation{end: endRecorded, delivered: d.delivered}); dec.act != actAck {
+		apply(d.log, d.msg, dec)
+		return
+	}
+	p.acks.add(d.msg)
 }
 
 // retryStore runs fn until it succeeds, fails permanently, or ctx ends, backing off between
