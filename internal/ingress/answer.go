@@ -205,7 +205,11 @@ func (a *answer) fromStore() bool {
 		a.fail(jobs.StreamLost("The job succeeded but its stream was lost in transit (NATS was unavailable); retry the request."))
 		return true
 	}
-	a.final(f, nil, true) // the body comes from the stored row
+	var body []byte
+	if f.Status == store.StatusSucceeded {
+		body = row.Response // as read: a second read may not find it (a settler between them, NATS away)
+	}
+	a.final(f, body, len(body) == 0)
 	return true
 }
 

@@ -17,7 +17,13 @@ func (s *Server) job(ctx context.Context, keyID, id string) (store.Job, error) {
 		return row, err
 	}
 	o, perr := s.outcomes.Pending(ctx, id)
-	if perr != nil || o == nil || o.Job == nil || o.Job.KeyID != keyID {
+	if perr == nil && o == nil {
+		// None pending: the job has not ended, or a settler wrote it to Postgres and removed
+		// it from the stream after the first read. A settler writes before it removes, so a
+		// second read of the row tells.
+		return s.store.Job(ctx, keyID, id)
+	}
+	if perr != nil || o.Job == nil || o.Job.KeyID != keyID {
 		return row, err
 	}
 	pending := jobs.OutcomeRow(o, keyID)

@@ -176,6 +176,11 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 		case m := <-replies:
 			rep, err := jobs.ParseReply(m)
 			if err != nil {
+				if jobs.Republished(m) { // an answer this ingress cannot read: take it from the store
+					if a.fromStore() || a.awaitStore() {
+						return
+					}
+				}
 				continue
 			}
 			s.traceReply(r.Context(), m, &rep)

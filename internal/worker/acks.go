@@ -19,8 +19,9 @@ type acks struct {
 	log     *slog.Logger
 	mu      sync.Mutex
 	pending []jetstream.Msg
-	timer   *time.Timer // runs flush ackLinger after the first pending ack
-	closed  bool        // after close: ack at once
+	timer   *time.Timer    // runs flush ackLinger after the first pending ack
+	closed  bool           // after close: ack at once
+	sending sync.WaitGroup // flushes that took acks and have not sent them yet
 }
 
 // ackLinger bounds how long an ack is held back; ackBatch how many are.
@@ -59,10 +60,16 @@ func (a *acks) flush() {
 	a.mu.Lock()
 	msgs := a.pending
 	a.pending = nil
-	if a.timer != nil && len(msgs) > 0 {
+	if len(msgs) == 0 {
+		a.mu.Unlock()
+		return
+	}
+	if a.timer != nil {
 		a.timer.Stop()
 	}
+	a.sending.Add(1) // under mu: close, which takes mu after this, waits for the send
 	a.mu.Unlock()
+	defer a.sending.Done()
 	a.send(msgs)
 }
 
@@ -75,8 +82,9 @@ func (a *acks) send(msgs []jetstream.Msg) {
 	}
 }
 
-// close sends what is pending and acks at once from then on. The pool calls it once no job
-// is running, before it returns.
+// close sends what is pending, waits for a timer's flush that has taken acks to send them,
+// and acks at once from then on. The pool calls it once no job is running, before it
+// returns, so no ack is sent after the pool (and then its connection) is done.
 func (a *acks) close() {
 	a.mu.Lock()
 	a.closed = true
@@ -87,4 +95,5 @@ func (a *acks) close() {
 	a.pending = nil
 	a.mu.Unlock()
 	a.send(msgs)
+	a.sending.Wait()
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // TestAcksAllSent_Issue10: every ack held back is sent — by its timer, by a flush, or at
-// close — and none is sent twice (the stream, a work queue, ends empty with no
-// redelivery); after close an ack goes at once.
+// close — in time for no message to be redelivered (the stream, a work queue, ends empty);
+// after close an ack goes at once.
 func TestAcksAllSent_Issue10(t *testing.T) {
 	t.Parallel()
 	_, js, stream, cons := outcomeQueue(t)

@@ -53,7 +53,7 @@ type PoolConfig struct {
 	// slot a batch line holds, and a batch drains however busy the interactive slots are.
 	BatchShare float64
 	// SettleLinger is how long a settler holding one outcome waits for more before it
-	// writes them (0: only those already waiting).
+	// writes them (0: 1 ms, about only those already waiting).
 	SettleLinger time.Duration
 }
 

@@ -139,6 +139,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts Options) error 
 		return err
 	}
 	outcomes := jobs.NewOutcomes(nc, js, ostream, 10*time.Second)
+	stopConfig, err := outcomes.WatchConfig() // answers by outcome only while the stream republishes them
+	if err != nil {
+		return err
+	}
+	defer stopConfig()
 	out := outcomes
 	if cfg.SettleVia == "postgres" {
 		out = nil

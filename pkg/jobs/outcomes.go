@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,10 +29,38 @@ const (
 )
 
 // EnsureOutcomeStream creates the outcomes stream or updates it to cfg (its MaxBytes,
-// DedupWindow and Replicas, which both binaries share). It is idempotent.
+// DedupWindow and Replicas, which both binaries share). It is idempotent, and leaves a
+// stream that already has this configuration alone: every update wakes the ingresses'
+// waiters to look in the store (republish.go), so a process start must not make one.
 func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueConfig) (jetstream.Stream, error) {
-	cfg = cfg.WithDefaults()
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := outcomeStreamConfig(cfg.WithDefaults())
+	if s, err := js.Stream(ctx, OutcomeStreamName); err == nil && sameOutcomeConfig(s.CachedInfo().Config, want) {
+		return s, nil
+	}
+	s, err := js.CreateOrUpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", OutcomeStreamName, err)
+	}
+	return s, nil
+}
+
+// sameOutcomeConfig reports whether have, a stream's configuration as the server gives it
+// (defaults filled in), holds every setting of want that EnsureOutcomeStream sets.
+func sameOutcomeConfig(have, want jetstream.StreamConfig) bool {
+	rp := func(r *jetstream.RePublish) jetstream.RePublish {
+		if r == nil {
+			return jetstream.RePublish{}
+		}
+		return *r
+	}
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage && have.Replicas == want.Replicas &&
+		have.MaxMsgs == want.MaxMsgs && have.MaxBytes == want.MaxBytes && have.Discard == want.Discard &&
+		have.Duplicates == want.Duplicates && rp(have.RePublish) == rp(want.RePublish)
+}
+
+func outcomeStreamConfig(cfg QueueConfig) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        OutcomeStreamName,
 		Description: "Sluice job outcomes not yet written to Postgres",
 		Subjects:    []string{outcomePrefix + ">"},
@@ -50,11 +80,7 @@ func EnsureOutcomeStream(ctx context.Context, js jetstream.JetStream, cfg QueueC
 		// that ingress's reply subject: the answer and the proof that it is durable in one
 		// message (republish.go).
 		RePublish: &jetstream.RePublish{Source: answerSource, Destination: answerDestination},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", OutcomeStreamName, err)
 	}
-	return s, nil
 }
 
 // EnsureOutcomeConsumer creates the settlers' durable consumer or updates it to cfg (its
@@ -87,12 +113,18 @@ type Outcomes struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	timeout time.Duration
+	// republishes is whether the stream, as last seen, republishes answers (republish.go).
+	republishes atomic.Bool
 }
 
 // NewOutcomes returns an Outcomes on the stream EnsureOutcomeStream returned; each publish
 // waits at most timeout for the stream's ack.
 func NewOutcomes(nc *nats.Conn, js jetstream.JetStream, stream jetstream.Stream, timeout time.Duration) *Outcomes {
-	return &Outcomes{nc: nc, js: js, stream: stream, timeout: timeout}
+	p := &Outcomes{nc: nc, js: js, stream: stream, timeout: timeout}
+	if stream != nil {
+		p.noteConfig(stream.CachedInfo())
+	}
+	return p
 }
 
 // outcomeVersion opens an outcome message: its layout, so a later layout can be told apart.

@@ -201,7 +201,7 @@ var errBadReply = errors.New("malformed reply message")
 // ParseReply reads a reply message, or a whole answer's outcome republished by the
 // outcomes stream (republish.go). Data aliases the message's payload.
 func ParseReply(m *nats.Msg) (Reply, error) {
-	if republished(m) {
+	if Republished(m) {
 		return parseAnswer(m)
 	}
 	if m.Header.Get(hdrKind) != "" {
@@ -266,6 +266,8 @@ func parseLegacyReply(m *nats.Msg) (Reply, error) {
 type Mux struct {
 	prefix  string
 	sub     *nats.Subscription
+	leader  *nats.Subscription // the outcomes stream's leader elections
+	updated *nats.Subscription // and its updates
 	mu      sync.Mutex
 	waiters map[string]*Waiter
 	dropped atomic.Int64
@@ -291,8 +293,26 @@ func NewMux(nc *nats.Conn) (*Mux, error) {
 		return nil, err
 	}
 	m.sub = sub
+	// A whole answer is republished by the outcomes stream's leader once stored; if that
+	// leader dies, an answer it stored but had not yet sent on is never sent (the new leader
+	// does not republish what it applied as a follower). Its waiter must then look in the
+	// store, as after a reconnect.
+	m.leader, err = nc.Subscribe(outcomeLeaderElected, func(*nats.Msg) { m.NoteReconnect() })
+	if err == nil { // and an update may have stopped the republication (republish.go)
+		m.updated, err = nc.Subscribe(outcomeStreamUpdated, func(*nats.Msg) { m.NoteReconnect() })
+		if err != nil {
+			_ = m.leader.Unsubscribe()
+		}
+	}
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe to the outcomes stream's advisories: %w", err)
+	}
 	return m, nil
 }
+
+// outcomeLeaderElected is JetStream's advisory of a new leader of the outcomes stream.
+const outcomeLeaderElected = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + OutcomeStreamName
 
 // dispatch runs on the subscription's goroutine: it must never block.
 func (m *Mux) dispatch(msg *nats.Msg) {
@@ -352,8 +372,10 @@ func (m *Mux) Register(buf int) (subject string, ch <-chan *nats.Msg, done func(
 	return w.Subject, w.c, w.Done
 }
 
-// Reconnected returns a channel that is closed at the next NATS reconnect: replies sent
-// while the connection was down are lost, so waiters should then look in Postgres.
+// Reconnected returns a channel that is closed at the next NATS reconnect, or the next
+// leader election or update of the outcomes stream: replies sent while the connection was
+// down, answers the old leader had stored but not sent on, or answers stored while an
+// update stopped their republication are lost, so waiters should then look in the store.
 func (m *Mux) Reconnected() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -380,4 +402,8 @@ func (m *Mux) Waiting() int {
 func (m *Mux) Dropped() int64 { return m.dropped.Load() }
 
 // Close unsubscribes.
-func (m *Mux) Close() error { return m.sub.Unsubscribe() }
+func (m *Mux) Close() error {
+	_ = m.leader.Unsubscribe()
+	_ = m.updated.Unsubscribe()
+	return m.sub.Unsubscribe()
+}

@@ -3,9 +3,11 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/pkg/store"
 )
@@ -37,11 +39,50 @@ const (
 // outcome's own, with room to spare: a larger outcome goes under its plain subject.
 const republishRoom = 8 << 10
 
+// Streams can be updated by any process: a process of a release from before the
+// republication, starting during a rolling upgrade or after a rollback, ensures the outcomes
+// stream without it. A worker then must not send answers by outcome, which would never reach
+// their callers; so it follows the stream's configuration (WatchConfig), and the ingress's
+// waiters look in the store after any update of the stream (Mux), in case some were sent
+// while it changed.
+const outcomeStreamUpdated = "$JS.EVENT.ADVISORY.STREAM.UPDATED." + OutcomeStreamName
+
+// noteConfig records whether the stream info says answers are republished.
+func (p *Outcomes) noteConfig(info *jetstream.StreamInfo) {
+	on := false
+	if info != nil && info.Config.RePublish != nil {
+		rp := info.Config.RePublish
+		on = rp.Source == answerSource && rp.Destination == answerDestination && !rp.HeadersOnly
+	}
+	p.republishes.Store(on)
+}
+
+// WatchConfig keeps PublishAnswer's view of the stream's configuration current: it reads it
+// again at every update of the stream. Call the returned stop when done.
+func (p *Outcomes) WatchConfig() (stop func(), err error) {
+	sub, err := p.nc.Subscribe(outcomeStreamUpdated, func(*nats.Msg) { p.refreshConfig() })
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to updates of %s: %w", OutcomeStreamName, err)
+	}
+	p.refreshConfig() // an update before the subscription
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+func (p *Outcomes) refreshConfig() {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	if info, err := p.stream.Info(ctx); err == nil {
+		p.noteConfig(info)
+	} else {
+		p.republishes.Store(false) // unknown: reply the way that always arrives
+	}
+}
+
 // answerSubject is the outcomes-stream subject under which job id's outcome is republished
 // to reply, or "" if reply is not an ingress's reply subject.
 func answerSubject(id, reply string) string {
 	rest, ok := strings.CutPrefix(reply, replyPrefix)
-	if !ok || strings.ContainsAny(rest, "*> \t\r\n") {
+	if !ok || strings.ContainsAny(rest, "*> \t\r\n") || id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
 		return ""
 	}
 	process, waiter, ok := strings.Cut(rest, ".")
@@ -54,7 +95,8 @@ func answerSubject(id, reply string) string {
 // PublishAnswer is PublishWith for a sync job whose ingress waits on reply for its answer
 // by outcome (Job.ReplyByOutcome): once stored, the outcome is republished to reply.
 // republished is false when the outcome went under its plain subject instead (reply is not
-// an ingress's, or the outcome leaves no room for the server's headers), or was a
+// an ingress's, the stream does not republish, or the outcome leaves no room for the
+// server's headers), or was a
 // duplicate (an earlier outcome of the job stands, and was the one republished): then the
 // caller replies itself, as after PublishWith.
 func (p *Outcomes) PublishAnswer(ctx context.Context, o *store.Outcome, h nats.Header, reply string) (duplicate, republished bool, err error) {
@@ -66,7 +108,7 @@ func (p *Outcomes) PublishAnswer(ctx context.Context, o *store.Outcome, h nats.H
 		return false, false, ErrOutcomeTooLarge
 	}
 	subject := answerSubject(o.JobID, reply)
-	if subject == "" || int64(len(data)) > p.nc.MaxPayload()-republishRoom {
+	if subject == "" || !p.republishes.Load() || int64(len(data)) > p.nc.MaxPayload()-republishRoom {
 		dup, err := p.publish(ctx, outcomePrefix+o.JobID, o.JobID, data, h)
 		return dup, false, err
 	}
@@ -84,8 +126,8 @@ func OutcomeJobID(subject string) string {
 	return id
 }
 
-// republished reports whether m is an outcome the outcomes stream republished.
-func republished(m *nats.Msg) bool {
+// Republished reports whether m is an outcome the outcomes stream republished.
+func Republished(m *nats.Msg) bool {
 	return m.Header != nil && m.Header.Get(hdrStream) == OutcomeStreamName
 }
 

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -207,5 +208,80 @@ func TestReplyByOutcomeOnTheWire_Issue10(t *testing.T) {
 		if got.ID != j.ID || got.ReplyByOutcome != want {
 			t.Fatalf("job %s sent with ReplyByOutcome %v came back as %s, %v", j.ID, want, got.ID, got.ReplyByOutcome)
 		}
+	}
+}
+
+// TestAnswerFollowsStreamConfig_Issue10: a process of an older release updating the
+// outcomes stream without the republication (a rolling upgrade, a rollback) makes the
+// worker's outcomes go the plain way again, which its own reply then carries, and wakes the
+// ingress's waiters to look in the store for any answer stored meanwhile; the next ensure
+// brings it back. A stream already as wanted is not updated at all.
+func TestAnswerFollowsStreamConfig_Issue10(t *testing.T) {
+	t.Parallel()
+	nc, out, mux := answerSetup(t)
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, err := out.WatchConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	w := mux.Wait(4)
+	defer w.Done()
+	publish := func(id string) bool {
+		o := answerOutcome(id, 1)
+		_, sent, err := out.PublishAnswer(ctx, &o, nil, w.Subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sent
+	}
+	if !publish("job_cfg1") {
+		t.Fatal("not republished with the stream as ensured")
+	}
+	if m := next(t, w.C(), 5*time.Second); m == nil {
+		t.Fatal("no answer")
+	}
+
+	woken := mux.Reconnected()
+	if _, err := jobs.EnsureOutcomeStream(ctx, js, jobs.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+		t.Fatal("ensuring a stream already as wanted updated it (and woke every waiter)")
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	old := jetstream.StreamConfig{Name: jobs.OutcomeStreamName, Subjects: []string{"sluice.outcomes.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream's update did not wake the waiters")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; publish(fmt.Sprintf("job_cfg_old%d", i)); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("still answering by outcome 10 s after the republication was removed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	if _, err := jobs.EnsureOutcomeStream(ctx, js, jobs.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for i := 0; !publish(fmt.Sprintf("job_cfg_new%d", i)); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("not answering by outcome 10 s after the stream was ensured again")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
