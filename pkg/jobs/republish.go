@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -60,6 +61,9 @@ func (p *Outcomes) noteConfig(info *jetstream.StreamInfo) {
 // WatchConfig keeps PublishAnswer's view of the stream's configuration current: it reads it
 // again at every update of the stream. Call the returned stop when done.
 func (p *Outcomes) WatchConfig() (stop func(), err error) {
+	if p.stream == nil {
+		return nil, errors.New("watch the outcomes stream's configuration: no stream")
+	}
 	sub, err := p.nc.Subscribe(outcomeStreamUpdated, func(*nats.Msg) { p.refreshConfig() })
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to updates of %s: %w", OutcomeStreamName, err)
