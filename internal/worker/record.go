@@ -10,9 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/sluicehq/sluice/pkg/jobs"
 	"github.com/sluicehq/sluice/pkg/slots"
 	"github.com/sluicehq/sluice/pkg/store"
@@ -96,12 +93,11 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 	f := &jobs.Final{JobID: d.job.ID, Status: out.status, StatusCode: out.code, Error: out.err, Usage: out.usage}
 	var dup, answered bool
 	var err error
-	var answer trace.Span
 	p.acks.flush() // earlier jobs' acks go out with this outcome
-	if d.job.ReplyByOutcome && !d.job.Stream && d.job.Reply != "" {
-		var h nats.Header
-		h, answer = p.startAnswer(ctx, d, f)
-		defer answer.End()
+	byOutcome := d.job.ReplyByOutcome && !d.job.Stream && d.job.Reply != ""
+	if byOutcome {
+		h, span := p.startAnswer(ctx, d, f) // the reply's span, open over the publish
+		defer span.End()
 		dup, answered, err = p.outcomes.PublishAnswer(ctx, &o, h, d.job.Reply)
 	} else {
 		dup, err = p.outcomes.PublishWith(ctx, &o, outcomeHeader(d.job))
@@ -122,7 +118,7 @@ func (p *Pool) finishVia(ctx context.Context, d *delivery, out outcome, o store.
 	case answered: // the ingress has the stored outcome as its answer
 		endSettle(d)
 		p.ack(d)
-	case answer != nil: // the answer's span is open already
+	case byOutcome: // not republished after all: reply, under the span already open
 		endSettle(d)
 		p.sendReply(ctx, d, f, out.body, d.job.Stream, false)
 	default:
