@@ -284,12 +284,11 @@ func (p *Outcomes) PublishWith(ctx context.Context, o *store.Outcome, h nats.Hea
 func (p *Outcomes) publish(ctx context.Context, subject, id string, data []byte, h nats.Header) (duplicate bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, _, err := publishRetry(ctx, p.js, &nats.Msg{Subject: subject, Data: data, Header: h}, id,
-		jetstream.WithExpectStream(OutcomeStreamName))
+	duplicate, _, err = publishRetry(ctx, p.js, &nats.Msg{Subject: subject, Data: data, Header: h}, id, OutcomeStreamName)
 	if err != nil {
 		return false, fmt.Errorf("publish outcome of %s: %w", id, err)
 	}
-	return ack.Duplicate, nil
+	return duplicate, nil
 }
 
 // Pending returns job id's outcome if it is in the stream, not yet settled; nil if there is

@@ -231,13 +231,13 @@ func (p *Publisher) Publish(ctx context.Context, j *Job) (duplicate bool, err er
 	ctx, cancel := p.budget(ctx, j)
 	defer cancel()
 	began := time.Now()
-	ack, retried, err := publishRetry(ctx, p.js, msg, j.ID)
+	duplicate, retried, err := publishRetry(ctx, p.js, msg, j.ID, "")
 	p.observed(began, err)
 	if err != nil {
 		return false, publishErr(j, err)
 	}
 	// A duplicate on a later try is (or may be) this call's own earlier try.
-	return ack.Duplicate && !retried, nil
+	return duplicate && !retried, nil
 }
 
 // budget bounds a publish of j: the publisher's timeout, and no later than j's deadline.
@@ -298,7 +298,7 @@ func (p *Publisher) PublishAll(ctx context.Context, js []*Job) (errs []error) {
 		if err == nil || msgs[i] == nil || !retryable(err) || ctx.Err() != nil {
 			continue
 		}
-		if _, _, err := publishRetry(ctx, p.js, msgs[i], js[i].ID); err != nil {
+		if _, _, err := publishRetry(ctx, p.js, msgs[i], js[i].ID, ""); err != nil {
 			errs[i] = publishErr(js[i], err)
 		} else {
 			errs[i] = nil
