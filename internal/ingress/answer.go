@@ -146,13 +146,10 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 		return
 	}
 	if gap || (len(body) == 0 && !a.job.Stream) {
-		// A reply part went missing in transit; the stored result is complete.
-		row, err := a.s.job(a.r.Context(), a.job.KeyID, a.job.ID)
-		if err != nil {
-			a.fail(fmt.Errorf("read result of %s after a lost reply: %w", a.job.ID, err))
+		var ok bool
+		if body, ok = a.storedResponse(); !ok {
 			return
 		}
-		body = row.Response
 	}
 	if a.job.Stream { // a stream that produced no events at all
 		a.event("", []byte(`{"choices":[]}`))
@@ -163,6 +160,18 @@ func (a *answer) final(f *jobs.Final, body []byte, gap bool) {
 	a.w.WriteHeader(f.StatusCode)
 	_, _ = a.w.Write(body)
 	a.storeCache(f, body)
+}
+
+// storedResponse reads the stored answer of a job whose reply lost a part in transit (the
+// stored result is complete), or answers the caller with the failure and returns false. It
+// is apart from final so that the row is not in the frame of every answer.
+func (a *answer) storedResponse() ([]byte, bool) {
+	row, err := a.s.job(a.r.Context(), a.job.KeyID, a.job.ID)
+	if err != nil {
+		a.fail(fmt.Errorf("read result of %s after a lost reply: %w", a.job.ID, err))
+		return nil, false
+	}
+	return row.Response, true
 }
 
 // awaitStore waits, checking Postgres every second, for a job whose final reply may have

@@ -85,18 +85,13 @@ func preferAsync(r *http.Request) bool {
 	return false
 }
 
-// runSync publishes a job and writes its answer as the worker replies.
+// runSync publishes a job and writes its answer as the worker replies. Its phases are
+// apart (cache, publish, wait) so that none widens the frame the others run below: a
+// held request keeps the stack its deepest moment needed (see jobs/retry.go).
 func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key, endpoint string, p *parsed) {
-	var fill *cacheFill
-	if ttl := s.cacheTTL(r, key); ttl > 0 {
-		if name, ok := cacheKey(key.ID, endpoint, p.stream, p.body); ok {
-			if e, hit := s.cache.get(r.Context(), name, s.now()); hit {
-				s.serveHit(w, r, key, endpoint, p, e)
-				return
-			}
-			w.Header().Set("Sluice-Cache", "miss")
-			fill = &cacheFill{name: name, ttl: ttl}
-		}
+	fill, served := s.cacheLookup(w, r, key, endpoint, p)
+	if served {
+		return
 	}
 	select {
 	case s.waiting <- struct{}{}:
@@ -123,27 +118,62 @@ func (s *Server) runSync(w http.ResponseWriter, r *http.Request, key *store.Key,
 	}
 	waiter := s.mux.Wait(buf)
 	defer waiter.Done()
-	replies, lost := waiter.C(), waiter.Lost()
 	job.Reply = waiter.Subject
 	job.ReplyByOutcome = !p.stream // a whole answer comes as its stored outcome (jobs/republish.go)
 	w.Header().Set("Sluice-Job-Id", job.ID)
-	pctx, pspan := s.startPublish(r.Context(), w, job)
-	_, err := s.pub.Publish(pctx, job)
-	endSpan(pspan, err)
-	if err != nil {
-		if errors.Is(err, jobs.ErrUnavailable) {
-			// A try may have been stored with its ack lost: the caller is told 503, so
-			// that job must not run (workers drop a queued job cancelled this way).
-			_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
-		}
-		if key.MaxConcurrency != nil {
-			_ = s.store.ReleaseSlot(context.WithoutCancel(r.Context()), job.ID)
-		}
-		s.writeError(w, r, publishError(err))
+	if !s.publishSync(w, r, key, job) {
 		return
 	}
 	a := newAnswer(s, w, r, job)
 	a.cache = fill
+	s.awaitAnswer(r, a, waiter)
+}
+
+// cacheLookup answers a request from the response cache when it may (served), or returns
+// the fill that stores its answer there; nil when the request is not cached.
+func (s *Server) cacheLookup(w http.ResponseWriter, r *http.Request, key *store.Key, endpoint string, p *parsed) (
+	fill *cacheFill, served bool) {
+	ttl := s.cacheTTL(r, key)
+	if ttl <= 0 {
+		return nil, false
+	}
+	name, ok := cacheKey(key.ID, endpoint, p.stream, p.body)
+	if !ok {
+		return nil, false
+	}
+	if e, hit := s.cache.get(r.Context(), name, s.now()); hit {
+		s.serveHit(w, r, key, endpoint, p, e)
+		return nil, true
+	}
+	w.Header().Set("Sluice-Cache", "miss")
+	return &cacheFill{name: name, ttl: ttl}, false
+}
+
+// publishSync queues a sync job; when that fails it answers the caller and returns false.
+func (s *Server) publishSync(w http.ResponseWriter, r *http.Request, key *store.Key, job *jobs.Job) bool {
+	pctx, pspan := s.startPublish(r.Context(), w, job)
+	_, err := s.pub.Publish(pctx, job)
+	endSpan(pspan, err)
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, jobs.ErrUnavailable) {
+		// A try may have been stored with its ack lost: the caller is told 503, so
+		// that job must not run (workers drop a queued job cancelled this way).
+		_ = jobs.CancelJob(s.nc, job.ID, jobs.CancelClientGone)
+	}
+	if key.MaxConcurrency != nil {
+		_ = s.store.ReleaseSlot(context.WithoutCancel(r.Context()), job.ID)
+	}
+	s.writeError(w, r, publishError(err))
+	return false
+}
+
+// awaitAnswer writes a published job's answer as its replies come, until it has ended, the
+// caller has left, or the job's deadline has passed.
+func (s *Server) awaitAnswer(r *http.Request, a *answer, waiter *jobs.Waiter) {
+	job := a.job
+	replies, lost := waiter.C(), waiter.Lost()
 	// Wait a little past the deadline: the worker's own timeout answer is more precise.
 	timer := time.NewTimer(time.Until(job.Deadline) + 2*time.Second)
 	defer timer.Stop()
