@@ -36,115 +36,153 @@ type caller struct {
 }
 
 // run calls upstream with retries and failover until success, a terminal error, or the end
-// of ctx, and says how the job ended.
+// of ctx, and says how the job ended. Choosing a channel and judging an attempt are apart
+// (choose, judge) so that their temporaries are not on the stack under the upstream call,
+// which every in-flight job holds for as long as the upstream takes (see jobs/retry.go).
 func (c *caller) run(ctx context.Context, log *slog.Logger, job *jobs.Job, rep *jobs.Replier) outcome {
-	tried := map[string]bool{}
-	var last *providers.Error
-	lastChannel := ""
-	emitted := 0
+	at := &attempts{tried: map[string]bool{}}
 	emit := func(ev providers.Event) error {
-		emitted++
+		at.emitted++
 		return rep.Event(ev)
 	}
 	for attempt := 1; ; attempt++ {
-		rt, wait, ok := c.router.Pick(job.Model, tried)
-		if !ok && len(tried) > 0 { // every channel tried once: go round again
-			clear(tried)
-			rt, wait, ok = c.router.Pick(job.Model, tried)
-		}
-		if !ok && attempt == 1 && c.router.RefreshIfOlder(ctx, job.CreatedAt) == nil {
-			// The ingress knew this model when it took the job, so a channel may have been
-			// added after this worker last looked.
-			rt, wait, ok = c.router.Pick(job.Model, tried)
-		}
-		if !ok {
-			if last != nil {
-				return upstreamFailure(last, attempt-1).on(lastChannel)
-			}
-			e := jobs.Overloaded("no_channel", fmt.Sprintf("No upstream channel is available for model %q.", job.Model))
-			e.RetryAfter = 5
-			return failed(e)
-		}
-		// Another channel is tried at once; the same one again only after a backoff, and a
-		// cooling one (Retry-After, circuit open) only once it has cooled.
-		if rt.Channel.ID == lastChannel {
-			wait = max(wait, c.backoff(attempt-1))
-		}
-		if wait > 0 {
-			if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
-				if last != nil {
-					return upstreamFailure(last, attempt-1).on(lastChannel) // the next try could not finish in time
-				}
-				e := jobs.Overloaded("channels_cooling", fmt.Sprintf("Every upstream channel for model %q is cooling down.", job.Model))
-				e.RetryAfter = int(wait.Round(time.Second).Seconds()) + 1
-				return failed(e)
-			}
-			if last != nil {
-				log.WarnContext(ctx, "upstream failed; retrying", "channel_id", lastChannel, "status", last.StatusCode,
-					"err", last, "retry_in", wait)
-			}
-			slots.Sleep(ctx, wait)
-		}
-		if ctx.Err() != nil {
-			return ended(ctx, job, nil, emitted, rt.Channel.ID)
-		}
-		release, free := c.router.Acquire(rt)
-		if !free { // the channel filled up while this job waited: pick again, no attempt spent
+		pk, out, again := c.choose(ctx, log, job, at, attempt)
+		if again { // the channel filled up or is out of quota while this job waited: no attempt spent
 			attempt--
 			continue
 		}
-		paced, wait, free := c.pace(ctx, log, job, rt)
-		if !free { // the channel's quota is used up for now: defer it, pick again, no attempt spent
-			release()
-			c.router.Defer(rt.Channel.ID, wait)
-			c.metrics.deferred.Inc()
-			attempt--
-			continue
+		if pk == nil {
+			return out
 		}
-		actx, span := c.startAttempt(ctx, job, rt, attempt)
-		res, err := c.call(actx, job, rt, emit)
+		actx, span := c.startAttempt(ctx, job, &pk.rt, attempt)
+		res, err := c.call(actx, job, &pk.rt, emit)
 		endAttempt(span, res, err)
-		paced(res)
-		release()
-		if err == nil {
-			out := success(job, res, emitted, rt.Channel.ID)
-			out.upstreamModel = rt.UpstreamModel
+		pk.paced(res)
+		pk.release()
+		if out, done := c.judge(ctx, log, job, at, &pk.rt, attempt, res, err); done {
 			return out
-		}
-		perr, isProv := errors.AsType[*providers.Error](err)
-		if !isProv {
-			perr = &providers.Error{Provider: rt.Channel.Provider, Err: err}
-		}
-		if errors.Is(err, errNotObject) {
-			return failed(jobs.BadRequest("", "The request body must be a JSON object."))
-		}
-		if ctx.Err() != nil {
-			out := ended(ctx, job, res, emitted, rt.Channel.ID)
-			out.upstreamModel = rt.UpstreamModel
-			return out
-		}
-		if emitted > 0 { // the caller has part of a stream: it cannot be retried
-			out := upstreamFailure(perr, attempt).withUsage(reportedUsage(res), rt.Channel.ID)
-			out.upstreamModel = rt.UpstreamModel
-			return out
-		}
-		last, lastChannel = perr, rt.Channel.ID
-		tried[rt.Channel.ID] = true
-		switch {
-		case perr.BadCredential():
-			// The channel's own key is bad, not the caller's request: take the channel out of
-			// service, visibly, and try another. Any other 401/403 (a content filter, a file
-			// the upstream cannot read) is about this request and fails this job alone.
-			c.disable(ctx, log, rt.Channel.ID, perr)
-		case !perr.Retryable():
-			return passThrough(perr).on(rt.Channel.ID)
-		default:
-			c.router.Failed(rt.Channel.ID, perr.RetryAfter)
-		}
-		if attempt >= c.cfg.MaxAttempts {
-			return upstreamFailure(perr, attempt).on(rt.Channel.ID)
 		}
 	}
+}
+
+// attempts is what a job's attempts carry from one to the next.
+type attempts struct {
+	tried       map[string]bool // channels tried in this round
+	last        *providers.Error
+	lastChannel string
+	emitted     int // stream events sent to the caller
+}
+
+// pick is the channel an attempt runs on, acquired and paced: release and paced end both.
+type pick struct {
+	rt      route.Target
+	release func()
+	paced   func(*providers.Result)
+}
+
+// choose picks the channel for attempt and waits for it to be usable. It returns the pick;
+// or again, when the channel filled up or ran out of quota meanwhile (pick again, no attempt
+// spent); or, with a nil pick, how the job ended (no channel left, no time left).
+func (c *caller) choose(ctx context.Context, log *slog.Logger, job *jobs.Job, at *attempts, attempt int) (
+	pk *pick, out outcome, again bool) {
+	rt, wait, ok := c.router.Pick(job.Model, at.tried)
+	if !ok && len(at.tried) > 0 { // every channel tried once: go round again
+		clear(at.tried)
+		rt, wait, ok = c.router.Pick(job.Model, at.tried)
+	}
+	if !ok && attempt == 1 && c.router.RefreshIfOlder(ctx, job.CreatedAt) == nil {
+		// The ingress knew this model when it took the job, so a channel may have been
+		// added after this worker last looked.
+		rt, wait, ok = c.router.Pick(job.Model, at.tried)
+	}
+	if !ok {
+		if at.last != nil {
+			return nil, upstreamFailure(at.last, attempt-1).on(at.lastChannel), false
+		}
+		e := jobs.Overloaded("no_channel", fmt.Sprintf("No upstream channel is available for model %q.", job.Model))
+		e.RetryAfter = 5
+		return nil, failed(e), false
+	}
+	// Another channel is tried at once; the same one again only after a backoff, and a
+	// cooling one (Retry-After, circuit open) only once it has cooled.
+	if rt.Channel.ID == at.lastChannel {
+		wait = max(wait, c.backoff(attempt-1))
+	}
+	if wait > 0 {
+		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
+			if at.last != nil {
+				return nil, upstreamFailure(at.last, attempt-1).on(at.lastChannel), false // the next try could not finish in time
+			}
+			e := jobs.Overloaded("channels_cooling", fmt.Sprintf("Every upstream channel for model %q is cooling down.", job.Model))
+			e.RetryAfter = int(wait.Round(time.Second).Seconds()) + 1
+			return nil, failed(e), false
+		}
+		if at.last != nil {
+			log.WarnContext(ctx, "upstream failed; retrying", "channel_id", at.lastChannel, "status", at.last.StatusCode,
+				"err", at.last, "retry_in", wait)
+		}
+		slots.Sleep(ctx, wait)
+	}
+	if ctx.Err() != nil {
+		return nil, ended(ctx, job, nil, at.emitted, rt.Channel.ID), false
+	}
+	release, free := c.router.Acquire(rt)
+	if !free {
+		return nil, outcome{}, true
+	}
+	paced, wait, free := c.pace(ctx, log, job, rt)
+	if !free {
+		release()
+		c.router.Defer(rt.Channel.ID, wait)
+		c.metrics.deferred.Inc()
+		return nil, outcome{}, true
+	}
+	return &pick{rt: rt, release: release, paced: paced}, outcome{}, false
+}
+
+// judge says whether the job ends with attempt's result (res, err) on rt, and how; if it
+// does not, the next attempt follows, with what this one taught noted in at.
+func (c *caller) judge(ctx context.Context, log *slog.Logger, job *jobs.Job, at *attempts, rt *route.Target, attempt int,
+	res *providers.Result, err error) (outcome, bool) {
+	if err == nil {
+		out := success(job, res, at.emitted, rt.Channel.ID)
+		out.upstreamModel = rt.UpstreamModel
+		return out, true
+	}
+	perr, isProv := errors.AsType[*providers.Error](err)
+	if !isProv {
+		perr = &providers.Error{Provider: rt.Channel.Provider, Err: err}
+	}
+	if errors.Is(err, errNotObject) {
+		return failed(jobs.BadRequest("", "The request body must be a JSON object.")), true
+	}
+	if ctx.Err() != nil {
+		out := ended(ctx, job, res, at.emitted, rt.Channel.ID)
+		out.upstreamModel = rt.UpstreamModel
+		return out, true
+	}
+	if at.emitted > 0 { // the caller has part of a stream: it cannot be retried
+		out := upstreamFailure(perr, attempt).withUsage(reportedUsage(res), rt.Channel.ID)
+		out.upstreamModel = rt.UpstreamModel
+		return out, true
+	}
+	at.last, at.lastChannel = perr, rt.Channel.ID
+	at.tried[rt.Channel.ID] = true
+	switch {
+	case perr.BadCredential():
+		// The channel's own key is bad, not the caller's request: take the channel out of
+		// service, visibly, and try another. Any other 401/403 (a content filter, a file
+		// the upstream cannot read) is about this request and fails this job alone.
+		c.disable(ctx, log, rt.Channel.ID, perr)
+	case !perr.Retryable():
+		return passThrough(perr).on(rt.Channel.ID), true
+	default:
+		c.router.Failed(rt.Channel.ID, perr.RetryAfter)
+	}
+	if attempt >= c.cfg.MaxAttempts {
+		return upstreamFailure(perr, attempt).on(rt.Channel.ID), true
+	}
+	return outcome{}, false
 }
 
 // errNotObject: the job's body could not be rewritten for the upstream's model name.
@@ -152,7 +190,7 @@ var errNotObject = errors.New("request body is not a JSON object")
 
 // call makes one upstream call on rt and records its metrics; a success closes the
 // channel's circuit (failures are judged by run).
-func (c *caller) call(ctx context.Context, job *jobs.Job, rt route.Target, emit func(providers.Event) error) (*providers.Result, error) {
+func (c *caller) call(ctx context.Context, job *jobs.Job, rt *route.Target, emit func(providers.Event) error) (*providers.Result, error) {
 	body := job.Body
 	if rt.UpstreamModel != job.Model { // the ingress checked the body is an object
 		var err error

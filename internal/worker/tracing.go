@@ -143,7 +143,7 @@ func (p *Pool) startAnswer(ctx context.Context, d *delivery, f *jobs.Final) (nat
 var noopSpan = trace.SpanFromContext(context.Background())
 
 // startAttempt starts the client span of upstream attempt n (1, 2, …) of job on rt.
-func (c *caller) startAttempt(ctx context.Context, job *jobs.Job, rt route.Target, n int) (context.Context, trace.Span) {
+func (c *caller) startAttempt(ctx context.Context, job *jobs.Job, rt *route.Target, n int) (context.Context, trace.Span) {
 	if !c.tracer.On() || !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, trace.SpanFromContext(ctx)
 	}
