@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -204,7 +206,7 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 		stop()
 		return nil, nil, nil, &Error{Provider: provider, Err: fmt.Errorf("build request: %w", err), Message: "bad request"}
 	}
-	resp, err := client.Do(req)
+	resp, err := roundTrip(client, req)
 	if err != nil {
 		err = causeOr(ctx, err) // before stop, whose cancel would make every cause "context canceled"
 		stop()
@@ -212,6 +214,29 @@ func send(ctx context.Context, client *http.Client, provider string, limits Limi
 	}
 	body.r = resp.Body
 	return resp, body, stop, nil
+}
+
+// roundTrip sends req through client's transport, as client.Do would with the settings
+// NewHTTPClient gives it (no redirects followed, no Timeout, no cookie jar), and wraps a
+// failure in a *url.Error as Do does. Do would also copy every request's headers for the
+// redirects it never follows and add its own frames under each call, which an in-flight
+// job holds for as long as the upstream takes. A client with any CheckRedirect is taken
+// to follow none, as NewHTTPClient's does (an upstream's redirect could leak its key);
+// one without, or a URL with credentials, goes through Do.
+func roundTrip(client *http.Client, req *http.Request) (*http.Response, error) {
+	if client.Jar != nil || client.Timeout != 0 || client.CheckRedirect == nil || req.URL.User != nil {
+		return client.Do(req) // not a client of NewHTTPClient's kind, or a URL with credentials
+	}
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		op := req.Method[:1] + strings.ToLower(req.Method[1:])
+		return nil, &url.Error{Op: op, URL: req.URL.String(), Err: err}
+	}
+	return resp, nil
 }
 
 // idleReader re-arms the idle watchdog whenever bytes arrive.
