@@ -57,17 +57,6 @@ func (p *Pool) traceJob(ctx, hard context.Context, job *jobs.Job, md *jetstream.
 	return ctx, trace.ContextWithSpan(hard, span), span
 }
 
-// jobLog is the logger of one delivery: every line carries job_id, request_id and trace_id
-// (the job's trace: its process span's, or with tracing off the one in its headers).
-func (p *Pool) jobLog(ctx context.Context, job *jobs.Job, delivered uint64) *slog.Logger {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsValid() {
-		sc = telemetry.SpanContextOf(job.Header)
-	}
-	// The keys of telemetry.JobAttrs, written out: one slice, not two.
-	return p.log.With("job_id", job.ID, "request_id", job.RequestID(), "trace_id", telemetry.TraceIDOf(sc),
-		"key_id", job.KeyID, "model", job.Model, "attempt", delivered)
-}
 
 // startSettle starts the span of recording d's outcome, and puts the outcome on d's process
 // span. reply ends it (endSettle), or finish does when there is no reply.
