@@ -233,7 +233,8 @@ func roundTrip(client *http.Client, req *http.Request) (*http.Response, error) {
 	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		op := req.Method[:1] + strings.ToLower(req.Method[1:])
+		method := cmp.Or(req.Method, http.MethodGet)
+		op := method[:1] + strings.ToLower(method[1:])
 		return nil, &url.Error{Op: op, URL: req.URL.String(), Err: err}
 	}
 	return resp, nil
