@@ -57,7 +57,6 @@ func (p *Pool) traceJob(ctx, hard context.Context, job *jobs.Job, md *jetstream.
 	return ctx, trace.ContextWithSpan(hard, span), span
 }
 
-
 // startSettle starts the span of recording d's outcome, and puts the outcome on d's process
 // span. reply ends it (endSettle), or finish does when there is no reply.
 func (p *Pool) startSettle(ctx context.Context, d *delivery, out outcome) context.Context {
