@@ -71,7 +71,7 @@ func TestHeldRequestStack_Issue10(t *testing.T) {
 	held := runtime.NumGoroutine() - goroutines
 	perRequest := float64(after.StackInuse-before.StackInuse) / n
 	t.Logf("%d requests held: %d goroutines, %.1f KiB of stack each", n, held, perRequest/1024)
-	if held < 2*n {
+	if held < 2*n-n/10 { // other goroutines of the process may come and go meanwhile
 		t.Fatalf("%d goroutines for %d held requests, want 2 each", held, n)
 	}
 	// 8 KiB for the handler's goroutine and a few for the background reader's: measured

@@ -34,8 +34,9 @@ const jsClusterNotAvail = 10008
 // unavailable") until ctx ends. Every try carries the same msgID, so the stream stores the
 // message once however many tries reach it: a try whose ack was lost makes a later one a
 // duplicate. duplicate is the stream's verdict on the try that was answered; retried is
-// true when that was a later try, so that a duplicate may be the caller's own earlier try.
-// m's headers are set once and reused.
+// true when an earlier try may have been stored (its ack was lost or late, not "no
+// responders"), so that a duplicate may be the caller's own earlier try. m's headers are
+// set once and reused.
 func publishRetry(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgID, expectStream string) (
 	duplicate, retried bool, err error) {
 	if m.Header == nil {
@@ -47,14 +48,16 @@ func publishRetry(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgI
 	}
 	nc := js.Conn()
 	delay := retryBase
-	for try := 0; ; try++ {
+	for {
 		duplicate, err = publishOnce(ctx, nc, m)
 		if err == nil || !retryable(err) || ctx.Err() != nil {
-			return duplicate, try > 0, err
+			return duplicate, retried, err
 		}
+		// No responders: no stream took the message. Anything else may have stored it.
+		retried = retried || !errors.Is(err, jetstream.ErrNoStreamResponse)
 		slots.Sleep(ctx, delay)
 		if ctx.Err() != nil {
-			return false, true, err
+			return false, retried, err
 		}
 		delay = min(2*delay, retryMax)
 	}

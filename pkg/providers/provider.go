@@ -3,6 +3,7 @@ package providers
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,6 +234,9 @@ func roundTrip(client *http.Client, req *http.Request) (*http.Response, error) {
 	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
+		if re, ok := errors.AsType[tls.RecordHeaderError](err); ok && string(re.RecordHeader[:]) == "HTTP/" {
+			err = http.ErrSchemeMismatch // as Do says it: an https:// channel whose server speaks plain HTTP
+		}
 		method := cmp.Or(req.Method, http.MethodGet)
 		op := method[:1] + strings.ToLower(method[1:])
 		return nil, &url.Error{Op: op, URL: req.URL.String(), Err: err}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -57,5 +58,23 @@ func TestUpstreamNetworkErrorIsURLError_Issue10(t *testing.T) {
 	}
 	if got := perr.Error(); got != "openai upstream: no response: connection refused" {
 		t.Errorf("told as %q", got)
+	}
+}
+
+// TestUpstreamSchemeMismatch_Issue10: an https:// channel whose server speaks plain HTTP is
+// told to the operator as Do told it, not as a TLS record error.
+func TestUpstreamSchemeMismatch_Issue10(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer up.Close()
+	base := strings.Replace(up.URL, "http://", "https://", 1) + "/v1"
+	p := providers.NewOpenAI(providers.NewHTTPClient(providers.ClientConfig{}), base, testKey, providers.Limits{})
+	_, err := p.Do(t.Context(), &providers.Request{Endpoint: "/v1/embeddings", Body: []byte(`{"model":"m","input":"x"}`)}, nil)
+	var perr *providers.Error
+	if !errors.As(err, &perr) || !errors.Is(err, http.ErrSchemeMismatch) {
+		t.Fatalf("err = %v; want http.ErrSchemeMismatch", err)
+	}
+	if d := perr.Detail(); !strings.Contains(d, "server gave HTTP response to HTTPS client") {
+		t.Errorf("logged as %q", d)
 	}
 }
