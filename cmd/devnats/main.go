@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "devnats: listening on %s (JetStream store %s)\n", ns.ClientURL(), c.storeDir)
 
 	stopped := make(chan struct{})
-	go func() {
+	go func() { // owned here: both ways out of the select below wait for stopped
 		ns.WaitForShutdown()
 		close(stopped)
 	}()

@@ -119,7 +119,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "mix", cfg.upstream.Mix, "seed", cfg.upstream.Seed,
 		"latency", cfg.upstream.Latency, "jitter", cfg.upstream.Jitter)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }() // owned here: both ways out below wait for errc
 
 	select {
 	case err := <-errc:

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // batchResult is the batch section: a large batch uploaded and drained while sync callers
@@ -149,11 +151,11 @@ func (s *stack) uploadBatchFile(ctx context.Context, n int) (string, int64, erro
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	req.Header.Set("Authorization", "Bearer "+s.asyncKey)
 	c := &http.Client{Timeout: 10 * time.Minute}
-	resp, err := c.Do(req)
+	resp, err := c.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return "", 0, fmt.Errorf("upload: %w", err)
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	var f struct {
 		ID string `json:"id"`
 	}
@@ -177,11 +179,11 @@ func (s *stack) apiCall(ctx context.Context, method, path string, body, out any)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+s.asyncKey)
-	resp, err := s.http.Do(req)
+	resp, err := s.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // request is what a load goroutine sends, over and over.
@@ -220,11 +222,11 @@ var errTransport = errors.New("transport")
 // do sends req once and reads the whole answer. For a stream it returns when the first
 // "data:" line arrived. Its only allocations are those net/http makes.
 func do(client *http.Client, req *http.Request, br *bufio.Reader, want int, stream bool) (first time.Time, err error) {
-	resp, err := client.Do(req)
+	resp, err := client.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return first, fmt.Errorf("%w: %w", errTransport, err)
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	if resp.StatusCode != want {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return first, fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // procSample is one scrape of a Sluice process's /metrics: series every Go process with the
@@ -32,11 +34,11 @@ func scrape(ctx context.Context, c *http.Client, base string) (procSample, error
 	if err != nil {
 		return procSample{}, err
 	}
-	resp, err := c.Do(req)
+	resp, err := c.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return procSample{}, fmt.Errorf("scrape %s: %w", base, err)
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	if resp.StatusCode != http.StatusOK {
 		return procSample{}, fmt.Errorf("scrape %s: status %d", base, resp.StatusCode)
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // proc is one process of the stack. A goroutine started with it waits for it to exit;
@@ -45,7 +47,7 @@ func startProc(name, bin, dir string, env map[string]string, args ...string) (*p
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
+	go func() { // owned by p: stop, which the stack calls for every process it started, waits for done
 		p.err = cmd.Wait()
 		f.Close()
 		close(p.done)
@@ -136,12 +138,12 @@ func freeAddr() (string, error) {
 // probeHTTP succeeds when GET url answers 200.
 func probeHTTP(c *http.Client, url string) func() error {
 	return func() error {
-		resp, err := c.Get(url)
+		resp, err := c.Get(url) //nolint:bodyclose // released by httpbody.Close, the one release helper
 		if err != nil {
 			return err
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		httpbody.Close(resp)
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("GET %s: %d", url, resp.StatusCode)
 		}

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // syncPoint is one concurrency level of the sync section (or the stream section).
@@ -240,7 +242,7 @@ func (s *stack) countJobs(ctx context.Context, status string, limit int) (int, e
 			return n, err
 		}
 		req.Header.Set("Authorization", "Bearer "+s.asyncKey)
-		resp, err := s.http.Do(req)
+		resp, err := s.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 		if err != nil {
 			return n, err
 		}
@@ -250,7 +252,7 @@ func (s *stack) countJobs(ctx context.Context, status string, limit int) (int, e
 			HasMore bool              `json:"has_more"`
 		}
 		err = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list)
-		resp.Body.Close()
+		httpbody.Close(resp)
 		if err != nil {
 			return n, err
 		}

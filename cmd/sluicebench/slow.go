@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // slowResult is the in-flight memory section.
@@ -91,11 +93,11 @@ func (s *stack) upstreamStats(ctx context.Context, addr string) (requests, open 
 	if err != nil {
 		return 0, 0, err
 	}
-	resp, err := s.http.Do(req)
+	resp, err := s.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	var st struct {
 		Requests  map[string]int64 `json:"requests"`
 		OpenConns int64            `json:"open_conns"`

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // binaries are the commands the stack runs, built from this checkout.
@@ -334,11 +336,11 @@ func (s *stack) waitRoutes(ctx context.Context) error {
 			bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+s.key)
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := s.http.Do(req)
+		resp, err := s.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 		status, msg := 0, ""
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-			resp.Body.Close()
+			httpbody.Close(resp)
 			status, msg = resp.StatusCode, string(b)
 		} else {
 			msg = err.Error()
@@ -366,11 +368,11 @@ func (s *stack) adminCall(ctx context.Context, method, url string, body, out any
 	}
 	req.Header.Set("Authorization", "Bearer "+s.admin)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.http.Do(req)
+	resp, err := s.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, url, err)
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, rb)

@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 func main() {
@@ -337,11 +339,11 @@ func (c *client) do(ctx context.Context, method, path string, body any) (any, er
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, err
@@ -369,11 +371,11 @@ func (c *client) raw(ctx context.Context, path string, out io.Writer) error {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
+	resp, err := c.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer httpbody.Close(resp)
 	if resp.StatusCode/100 != 2 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(b))

@@ -17,7 +17,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
-	"github.com/sluicehq/sluice/pkg/providers"
+	"github.com/sluicehq/sluice/pkg/httpbody"
 )
 
 // ExitConfig is the exit status for a bad configuration.
@@ -99,11 +99,11 @@ func Healthcheck(addr string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // released by providers.CloseBody, the one release helper
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		return err
 	}
-	providers.CloseBody(resp)
+	httpbody.Close(resp)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("readyz: %s", resp.Status)
 	}

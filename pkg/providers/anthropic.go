@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/httpbody"
 	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/tokens"
 )
@@ -73,7 +74,7 @@ func (a *Anthropic) Do(ctx context.Context, req *Request, emit func(Event) error
 // post sends a Messages request and hands a 2xx answer's body to read. It owns the response
 // and releases it whatever read does.
 func (a *Anthropic) post(ctx context.Context, body []byte, stream bool, read func(status int, body io.Reader) (*Result, error)) (*Result, error) {
-	resp, br, stop, err := send(ctx, a.client, anthropicName, a.limits, func(ctx context.Context) (*http.Request, error) {
+	resp, br, stop, err := send(ctx, a.client, anthropicName, a.limits, func(ctx context.Context) (*http.Request, error) { //nolint:bodyclose // released by httpbody.Close, the one release helper
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, a.baseURL+"/v1/messages", bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -92,7 +93,7 @@ func (a *Anthropic) post(ctx context.Context, body []byte, stream bool, read fun
 		return nil, err
 	}
 	defer stop()
-	defer CloseBody(resp)
+	defer httpbody.Close(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, statusError(anthropicName, resp, br)
 	}

@@ -1,7 +1,7 @@
 // Package providers holds the Provider contract and one adapter per upstream family.
 //
 // Invariants:
-//   - Every *http.Response is released by CloseBody (bounded drain, then Close) on every path;
+//   - Every *http.Response is released by httpbody.Close (bounded drain, then Close) on every path;
 //     no other code closes a response body.
 //   - Every call runs under the caller's context, which carries the job's deadline, plus an idle
 //     watchdog that cancels the call when the upstream sends nothing for IdleTimeout.

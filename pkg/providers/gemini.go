@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/httpbody"
 	"github.com/sluicehq/sluice/pkg/secret"
 )
 
@@ -60,7 +61,7 @@ func (g *Gemini) Do(ctx context.Context, req *Request, emit func(Event) error) (
 		target = g.baseURL + "/models/" + url.PathEscape(model) + ":streamGenerateContent?alt=sse"
 	}
 	created := time.Now().Unix()
-	resp, br, stop, err := send(ctx, g.client, geminiName, g.limits, func(ctx context.Context) (*http.Request, error) {
+	resp, br, stop, err := send(ctx, g.client, geminiName, g.limits, func(ctx context.Context) (*http.Request, error) { //nolint:bodyclose // released by httpbody.Close, the one release helper
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(mustMarshal(gr)))
 		if err != nil {
 			return nil, err
@@ -78,7 +79,7 @@ func (g *Gemini) Do(ctx context.Context, req *Request, emit func(Event) error) (
 		return nil, err
 	}
 	defer stop()
-	defer CloseBody(resp)
+	defer httpbody.Close(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, geminiStatusError(resp, br)
 	}

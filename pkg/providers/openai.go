@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/sluicehq/sluice/pkg/httpbody"
 	"github.com/sluicehq/sluice/pkg/jsonscan"
 	"github.com/sluicehq/sluice/pkg/secret"
 	"github.com/sluicehq/sluice/pkg/tokens"
@@ -128,7 +129,7 @@ func (o *OpenAI) post(ctx context.Context, endpoint string, body []byte, stream 
 	read func(status int, body io.Reader) (*Result, error),
 ) (*Result, error) {
 	target := o.endpointURL(strings.TrimPrefix(endpoint, "/v1"))
-	resp, br, stop, err := send(ctx, o.client, o.name, o.limits, func(ctx context.Context) (*http.Request, error) {
+	resp, br, stop, err := send(ctx, o.client, o.name, o.limits, func(ctx context.Context) (*http.Request, error) { //nolint:bodyclose // released by httpbody.Close, the one release helper
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -150,7 +151,7 @@ func (o *OpenAI) post(ctx context.Context, endpoint string, body []byte, stream 
 		return nil, err
 	}
 	defer stop()
-	defer CloseBody(resp)
+	defer httpbody.Close(resp)
 	if resp.StatusCode/100 != 2 {
 		return nil, statusError(o.name, resp, br)
 	}

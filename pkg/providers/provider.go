@@ -166,15 +166,6 @@ func (b *bySchemeTransport) CloseIdleConnections() {
 	b.plain.CloseIdleConnections()
 }
 
-// CloseBody releases a response: it drains at most 64 KiB, so a small remainder lets the
-// connection be reused while a huge or endless one cannot stall us, then closes the body.
-// It is the one place in Sluice that closes an outbound response body: upstream calls,
-// webhook deliveries and health checks all release their responses through it.
-func CloseBody(resp *http.Response) {
-	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	_ = resp.Body.Close()
-}
-
 // mustMarshal encodes one of this package's wire types, which cannot fail.
 func mustMarshal(v any) []byte {
 	b, err := json.Marshal(v)
@@ -185,7 +176,7 @@ func mustMarshal(v any) []byte {
 }
 
 // send performs req with the idle watchdog armed and returns the response, whose body the
-// caller must release with CloseBody. The returned stop function disarms the watchdog and
+// caller must release with httpbody.Close. The returned stop function disarms the watchdog and
 // must be called once the body is done with.
 func send(ctx context.Context, client *http.Client, provider string, limits Limits,
 	build func(ctx context.Context) (*http.Request, error),

@@ -23,8 +23,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/pkg/batches"
+	"github.com/sluicehq/sluice/pkg/httpbody"
 	"github.com/sluicehq/sluice/pkg/jobs"
-	"github.com/sluicehq/sluice/pkg/providers"
 	"github.com/sluicehq/sluice/pkg/slots"
 	"github.com/sluicehq/sluice/pkg/store"
 )
@@ -309,7 +309,7 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 		req.Header.Set("Sluice-Job-Id", del.Job.ID)
 	}
 	req.Header.Set("Sluice-Signature", sign(del.Secret.Reveal(), time.Now().Unix(), body.Bytes()))
-	resp, err := d.http.Do(req) //nolint:bodyclose // released by providers.CloseBody, the one release helper
+	resp, err := d.http.Do(req) //nolint:bodyclose // released by httpbody.Close, the one release helper
 	if err != nil {
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
@@ -319,7 +319,7 @@ func (d *Dispatcher) post(ctx context.Context, del store.Delivery) (int, error) 
 		}
 		return 0, err
 	}
-	defer providers.CloseBody(resp)
+	defer httpbody.Close(resp)
 	return resp.StatusCode, nil
 }
 
