@@ -15,7 +15,7 @@ import (
 // process, its pool goroutine's stack for as long as the model takes; so its size is memory
 // per in-flight job. It must stay within 8 KiB. It was 16: the attempt loop, the delivery's
 // handling and http.Client.Do stacked wide frames under the upstream call (BENCHMARKS.md,
-// "Memory per in-flight slow job"). The upstream speaks h2c, as TLS upstreams speak HTTP/2,
+// "Stacks under the wait"). The upstream speaks h2c, as TLS upstreams speak HTTP/2,
 // so the calls share a connection and each adds only the pool goroutine's growth and the
 // HTTP/2 stream's writer. The pool goroutines exist, small, before any job; the growth per
 // held job is read from the process's own go_memstats_stack_inuse_bytes.

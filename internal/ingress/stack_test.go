@@ -17,7 +17,7 @@ import (
 // HTTP/1.1 a held request has two goroutines (the connection's, which runs the handler, and
 // net/http's background reader); the handler's must stay within 8 KiB. It once grew to 16
 // KiB: the publish ack's reflective decode, at the bottom of the middleware chain, needed a
-// little more than 8 (BENCHMARKS.md, "Memory per in-flight slow job"). No worker runs here,
+// little more than 8 (BENCHMARKS.md, "Stacks under the wait"). No worker runs here,
 // so every request waits in awaitAnswer until the test closes its connection.
 func TestHeldRequestStack_Issue10(t *testing.T) {
 	// A process's stack memory is reused from goroutines that have ended, which would hide

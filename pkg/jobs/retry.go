@@ -67,7 +67,7 @@ func publishRetry(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgI
 // its own retries, which publishRetry makes), except that the ack is read with a scan
 // instead of encoding/json. The reflective decode ran at the deepest point of a sync
 // request's goroutine and took it past 8 KiB, so every held request kept a 16 KiB stack
-// (BENCHMARKS.md, "Memory per in-flight slow job").
+// (BENCHMARKS.md, "Stacks under the wait").
 func publishOnce(ctx context.Context, nc *nats.Conn, m *nats.Msg) (duplicate bool, err error) {
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
